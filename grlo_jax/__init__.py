@@ -1,0 +1,1 @@
+"""grlo_jax: JAX-native RL post-training (GRLO recipe) for LLMs."""

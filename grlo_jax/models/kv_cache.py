@@ -1,0 +1,36 @@
+"""Key/value cache for incremental decoding: one stacked array per K and V.
+
+Slots are filled left to right for every row at once (prompts are left-padded), so one scalar
+`index` says where the next token goes; `mask_bs` marks slots that hold real tokens and `pos_b`
+counts them, giving each row's next RoPE position.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from grlo_jax.models.config import ModelConfig
+
+
+@struct.dataclass
+class KVCache:
+  k_lbskh: jax.Array
+  v_lbskh: jax.Array
+  mask_bs: jax.Array  # bool: slot s of row b holds a real token
+  pos_b: jax.Array  # int32: real tokens seen so far = next position id
+  index: jax.Array  # int32 scalar: next slot to write
+
+  @classmethod
+  def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype: str | None = None) -> KVCache:
+    """An empty cache of `max_len` slots; `dtype` defaults to the model's compute dtype."""
+    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    dt = jnp.dtype(dtype or cfg.dtype)
+    return cls(k_lbskh=jnp.zeros(shape, dt), v_lbskh=jnp.zeros(shape, dt),
+               mask_bs=jnp.zeros((batch, max_len), bool), pos_b=jnp.zeros((batch,), jnp.int32),
+               index=jnp.zeros((), jnp.int32))
+
+  @property
+  def max_len(self) -> int:
+    return self.k_lbskh.shape[2]

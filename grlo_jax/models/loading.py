@@ -1,0 +1,112 @@
+"""Build, load and save models: HF folders and Orbax model checkpoints alike."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import nnx, traverse_util
+from jax.sharding import Mesh
+
+from grlo_jax import sharding
+from grlo_jax.models import hf
+from grlo_jax.models.config import ModelConfig
+from grlo_jax.models.transformer import Transformer
+
+ORBAX_CONFIG = "model_config.json"  # beside `params/` in an Orbax model folder
+ORBAX_PARAMS = "params"
+
+
+def _mesh_or_single(mesh: Mesh | None) -> Mesh:
+  return mesh if mesh is not None else sharding.make_mesh(devices=jax.devices()[:1])
+
+
+def abstract(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
+  """Graph definition and shape-only state of a model; nothing is allocated."""
+  return nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+
+
+def init_model(cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None) -> Transformer:
+  """A randomly initialised model, created directly on its shardings."""
+  mesh = _mesh_or_single(mesh)
+  graphdef, abs_state = abstract(cfg)
+  out = sharding.state_shardings(abs_state, mesh)
+
+  state = jax.jit(lambda: nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed))), out_shardings=out)()
+  return nnx.merge(graphdef, state)
+
+
+def load_pretrained(path: epath.PathLike, dtype: Any = "float32", mesh: Mesh | None = None, *,
+                    compute_dtype: Any = None, **overrides: Any) -> Transformer:
+  """Load an HF folder (config.json + safetensors) or an Orbax model folder.
+
+  `dtype` is the weights' storage dtype; `compute_dtype` (default: `dtype`) the activations'.
+  Each parameter goes straight onto its sharding on `mesh` (one device when None).
+  `overrides` replace ModelConfig fields (e.g. `remat=True`).
+  """
+  path = epath.Path(path)
+  mesh = _mesh_or_single(mesh)
+  dtype = str(np.dtype(hf.host_dtype(dtype)))
+  overrides = dict(param_dtype=dtype, dtype=str(compute_dtype or dtype), **overrides)
+  if (path / ORBAX_CONFIG).exists():
+    return _load_orbax(path, mesh, overrides)
+  if (path / "config.json").exists():
+    return _load_hf(path, mesh, overrides)
+  raise FileNotFoundError(f"{path}: neither an HF model folder (config.json) nor an Orbax model "
+                          f"folder ({ORBAX_CONFIG})")
+
+
+def _load_hf(path: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transformer:
+  cfg = hf.config_from_hf(json.loads((path / "config.json").read_text()),
+                          source=str(path / "config.json"), **overrides)
+  reader = hf.SafetensorsReader(path)
+  try:
+    hf.check_keys(cfg, reader.keys(), str(path))
+    graphdef, abs_state = abstract(cfg)
+    shardings = traverse_util.flatten_dict(nnx.to_pure_dict(sharding.state_shardings(abs_state, mesh)),
+                                           sep="/")
+    values = {}
+    for name, var in traverse_util.flatten_dict(nnx.to_pure_dict(abs_state), sep="/").items():
+      host = hf.read_param(reader, cfg, name, var.shape, hf.host_dtype(var.dtype))
+      values[name] = hf.jax_array(host, shardings[name])
+      del host  # one parameter on the host at a time
+  finally:
+    reader.close()
+  nnx.replace_by_pure_dict(abs_state, traverse_util.unflatten_dict(values, sep="/"))
+  return nnx.merge(graphdef, abs_state)
+
+
+def _load_orbax(path: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transformer:
+  cfg = ModelConfig.from_dict(json.loads((path / ORBAX_CONFIG).read_text())).replace(**overrides)
+  graphdef, abs_state = abstract(cfg)
+  target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
+                        nnx.to_pure_dict(abs_state),
+                        nnx.to_pure_dict(sharding.state_shardings(abs_state, mesh)))
+  with ocp.StandardCheckpointer() as ckptr:
+    restored = ckptr.restore((path / ORBAX_PARAMS).resolve(), target)
+  nnx.replace_by_pure_dict(abs_state, restored)
+  return nnx.merge(graphdef, abs_state)
+
+
+def host_params(model: Transformer) -> dict[str, np.ndarray]:
+  """Every parameter as a host array, keyed "blocks/wq_dnh" etc."""
+  flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model, nnx.Param)), sep="/")
+  return {k: np.asarray(jax.device_get(v)) for k, v in flat.items()}
+
+
+def save_orbax(model: Transformer, dst: epath.PathLike) -> None:
+  """Write an Orbax model folder: `model_config.json` + `params/`."""
+  dst = epath.Path(dst)
+  dst.mkdir(parents=True, exist_ok=True)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save((dst / ORBAX_PARAMS).resolve(), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  (dst / ORBAX_CONFIG).write_text(json.dumps(model.cfg.to_dict(), indent=2))
+
+
+def export_hf(model: Transformer, dst: epath.PathLike) -> None:
+  """Write an HF folder that `transformers.AutoModelFor*.from_pretrained` loads."""
+  hf.write_hf(model.cfg, host_params(model), dst)

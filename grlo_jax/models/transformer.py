@@ -1,0 +1,231 @@
+"""The decoder family (Qwen3 dense, Llama-3.x) in Flax NNX, with LM / value / score heads.
+
+Layer weights are stacked on a leading `l` axis and the blocks run under `lax.scan`, so compile
+time does not grow with depth. Positions come from the attention mask, so left- and right-padded
+batches both work; with a `KVCache` the same call does prefill and one-token decode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from grlo_jax import sharding
+from grlo_jax.models.config import ModelConfig
+from grlo_jax.models.kv_cache import KVCache
+
+_NEG_INF = -1e30  # finite, so a fully masked (padding) query row stays NaN-free
+
+# Per-layer weights: name -> logical axes without the leading "layers" axis.
+BLOCK_AXES: dict[str, tuple[str, ...]] = {
+    "attn_norm_d": ("norm",),
+    "wq_dnh": ("embed", "q_heads", "head_dim"),
+    "wk_dkh": ("embed", "kv_heads", "head_dim"),
+    "wv_dkh": ("embed", "kv_heads", "head_dim"),
+    "wo_nhd": ("q_heads", "head_dim", "embed"),
+    "q_norm_h": ("norm",),
+    "k_norm_h": ("norm",),
+    "mlp_norm_d": ("norm",),
+    "wg_df": ("embed", "mlp"),
+    "wu_df": ("embed", "mlp"),
+    "wd_fd": ("mlp", "embed"),
+}
+
+
+def block_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+  d, f, n, k, h = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  shapes = {"attn_norm_d": (d,), "wq_dnh": (d, n, h), "wk_dkh": (d, k, h), "wv_dkh": (d, k, h),
+            "wo_nhd": (n, h, d), "q_norm_h": (h,), "k_norm_h": (h,), "mlp_norm_d": (d,),
+            "wg_df": (d, f), "wu_df": (d, f), "wd_fd": (f, d)}
+  if not cfg.qk_norm:
+    del shapes["q_norm_h"], shapes["k_norm_h"]
+  return shapes
+
+
+def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
+  x32 = x.astype(jnp.float32)
+  y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return y.astype(x.dtype) * w.astype(x.dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
+  """[H/2] inverse frequencies, with Llama-3's smooth long-wavelength scaling if configured."""
+  h = cfg.head_dim
+  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+  if cfg.rope_llama3 is None:
+    return inv
+  s = dict(cfg.rope_llama3)
+  factor, lo, hi, ctx = s["factor"], s["low_freq_factor"], s["high_freq_factor"], s[
+      "original_max_position_embeddings"]
+  wavelen = 2 * math.pi / inv
+  scaled = jnp.where(wavelen > ctx / lo, inv / factor, inv)
+  smooth = (ctx / wavelen - lo) / (hi - lo)
+  medium = (wavelen >= ctx / hi) & (wavelen <= ctx / lo)
+  return jnp.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
+
+
+def apply_rope(x_btnh: jax.Array, pos_bt: jax.Array, inv_freq_h2: jax.Array) -> jax.Array:
+  ang_bth2 = pos_bt[..., None].astype(jnp.float32) * inv_freq_h2
+  cos, sin = jnp.cos(ang_bth2)[:, :, None], jnp.sin(ang_bth2)[:, :, None]
+  x1, x2 = jnp.split(x_btnh.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_btnh.dtype)
+
+
+def gqa_attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
+                  mask_bts: jax.Array) -> jax.Array:
+  b, t, n, h = q_btnh.shape
+  q_btkgh = q_btnh.reshape(b, t, k_bskh.shape[2], -1, h)
+  s_bkgts = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, k_bskh,
+                       preferred_element_type=jnp.float32) * h**-0.5
+  s_bkgts = jnp.where(mask_bts[:, None, None], s_bkgts, _NEG_INF)
+  p_bkgts = jax.nn.softmax(s_bkgts, axis=-1).astype(v_bskh.dtype)
+  o_btkgh = jnp.einsum("bkgts,bskh->btkgh", p_bkgts, v_bskh)
+  return o_btkgh.reshape(b, t, n, h)
+
+
+def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str, jax.Array],
+           pos_bt: jax.Array, mask_bts: jax.Array, kv=None):
+  """One pre-norm block. `kv` = (k_lbskh, v_lbskh, l, index): write this step's k/v into layer
+  `l` of the cache at slot `index` (only the new tokens, in place), then attend over the layer."""
+  dt = x_btd.dtype
+  eps = cfg.rms_norm_eps
+  h_btd = rms_norm(x_btd, p["attn_norm_d"], eps)
+  q_btnh = jnp.einsum("btd,dnh->btnh", h_btd, p["wq_dnh"].astype(dt))
+  k_btkh = jnp.einsum("btd,dkh->btkh", h_btd, p["wk_dkh"].astype(dt))
+  v_btkh = jnp.einsum("btd,dkh->btkh", h_btd, p["wv_dkh"].astype(dt))
+  if cfg.qk_norm:
+    q_btnh = rms_norm(q_btnh, p["q_norm_h"], eps)
+    k_btkh = rms_norm(k_btkh, p["k_norm_h"], eps)
+  q_btnh = sharding.constrain(apply_rope(q_btnh, pos_bt, inv_freq), ("batch", "seq", "act_heads", None))
+  k_btkh = apply_rope(k_btkh, pos_bt, inv_freq)
+  if kv is None:
+    k_bskh, v_bskh, new_kv = k_btkh, v_btkh, None
+  else:
+    k_lbskh, v_lbskh, l, index = kv
+    k_lbskh = jax.lax.dynamic_update_slice(k_lbskh, k_btkh[None].astype(k_lbskh.dtype), (l, 0, index, 0, 0))
+    v_lbskh = jax.lax.dynamic_update_slice(v_lbskh, v_btkh[None].astype(v_lbskh.dtype), (l, 0, index, 0, 0))
+    k_bskh, v_bskh, new_kv = k_lbskh[l], v_lbskh[l], (k_lbskh, v_lbskh)
+  o_btnh = gqa_attention(q_btnh, k_bskh.astype(dt), v_bskh.astype(dt), mask_bts)
+  x_btd = x_btd + jnp.einsum("btnh,nhd->btd", o_btnh, p["wo_nhd"].astype(dt))
+  x_btd = sharding.constrain(x_btd, ("batch", "seq", "act_embed"))
+  h_btd = rms_norm(x_btd, p["mlp_norm_d"], eps)
+  g_btf = jnp.einsum("btd,df->btf", h_btd, p["wg_df"].astype(dt))
+  u_btf = jnp.einsum("btd,df->btf", h_btd, p["wu_df"].astype(dt))
+  a_btf = sharding.constrain(jax.nn.silu(g_btf) * u_btf, ("batch", "seq", "act_mlp"))
+  x_btd = x_btd + jnp.einsum("btf,fd->btd", a_btf, p["wd_fd"].astype(dt))
+  return sharding.constrain(x_btd, ("batch", "seq", "act_embed")), new_kv
+
+
+class Blocks(nnx.Module):
+  """The L decoder blocks, each weight stacked as [L, ...]."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    init = nnx.initializers.normal(0.02)
+    dt = jnp.dtype(cfg.param_dtype)
+    for name, shape in block_shapes(cfg).items():
+      full = (cfg.num_layers, *shape)
+      value = jnp.ones(full, dt) if name.endswith("norm_d") or name.endswith("norm_h") else init(
+          rngs.params(), full, dt)
+      setattr(self, name, sharding.param(value, ("layers", *BLOCK_AXES[name])))
+
+  def weights(self) -> dict[str, jax.Array]:
+    return {name: getattr(self, name).value for name in BLOCK_AXES if hasattr(self, name)}
+
+
+class Transformer(nnx.Module):
+  """Decoder + one head. `cfg.head`: "lm" -> logits [B, T, V]; "value" -> values [B, T];
+  "score" -> [B, num_labels] read at each row's last real token (as HF *ForSequenceClassification).
+  """
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    init = nnx.initializers.normal(0.02)
+    dt = jnp.dtype(cfg.param_dtype)
+    d = cfg.hidden_size
+    self.embed_vd = sharding.param(init(rngs.params(), (cfg.vocab_size, d), dt), ("vocab", "embed"))
+    self.blocks = Blocks(cfg, rngs)
+    self.final_norm_d = sharding.param(jnp.ones((d,), dt), ("norm",))
+    if cfg.head == "lm" and not cfg.tie_word_embeddings:
+      self.lm_head_dv = sharding.param(init(rngs.params(), (d, cfg.vocab_size), dt), ("embed", "vocab"))
+    elif cfg.head == "value":
+      self.value_d = sharding.param(init(rngs.params(), (d,), dt), ("embed",))
+      self.value_bias = sharding.param(jnp.zeros((), dt), ())
+    elif cfg.head == "score":
+      self.score_dc = sharding.param(init(rngs.params(), (d, cfg.num_labels), dt), ("embed", "classes"))
+
+  def __call__(self, input_ids_bt: jax.Array, attention_mask: jax.Array | None = None, *,
+               positions_bt: jax.Array | None = None, cache: KVCache | None = None):
+    """Head output; with `cache`, `(output, updated cache)`."""
+    x_btd, cache = self.hidden(input_ids_bt, attention_mask, positions_bt=positions_bt, cache=cache)
+    out = self.head(x_btd, attention_mask)
+    return out if cache is None else (out, cache)
+
+  def hidden(self, input_ids_bt: jax.Array, attention_mask: jax.Array | None = None, *,
+             positions_bt: jax.Array | None = None,
+             cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+    """Final-norm hidden states [B, T, D] (and the updated cache)."""
+    cfg = self.cfg
+    b, t = input_ids_bt.shape
+    mask_bt = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
+    if cache is None:
+      if positions_bt is None:
+        positions_bt = jnp.maximum(jnp.cumsum(mask_bt, axis=1) - 1, 0)
+      causal_ts = jnp.tril(jnp.ones((t, t), bool))
+      mask_bts = causal_ts[None] & mask_bt[:, None, :]
+    else:
+      if positions_bt is None:
+        positions_bt = cache.pos_b[:, None] + jnp.maximum(jnp.cumsum(mask_bt, axis=1) - 1, 0)
+      slot_bs = jax.lax.dynamic_update_slice(cache.mask_bs, mask_bt, (0, cache.index))
+      query_slot_t = cache.index + jnp.arange(t)
+      mask_bts = slot_bs[:, None, :] & (jnp.arange(cache.max_len)[None, :] <= query_slot_t[:, None])[None]
+    dt = jnp.dtype(cfg.dtype)
+    x_btd = jnp.take(self.embed_vd.value, input_ids_bt, axis=0).astype(dt)
+    x_btd = sharding.constrain(x_btd, ("batch", "seq", "act_embed"))
+    inv_freq = rope_inv_freq(cfg)
+
+    def layer(x_btd, p):
+      return _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts)[0]
+
+    if cfg.remat:
+      layer = jax.checkpoint(layer, prevent_cse=False)
+
+    if cache is None:
+      x_btd, _ = jax.lax.scan(lambda x, p: (layer(x, p), None), x_btd, self.blocks.weights())
+    else:
+      def cached_layer(carry, p_and_l):
+        x_btd, k_lbskh, v_lbskh = carry
+        p, l = p_and_l
+        kv = (k_lbskh, v_lbskh, l, cache.index)
+        x_btd, (k_lbskh, v_lbskh) = _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts, kv)
+        return (x_btd, k_lbskh, v_lbskh), None
+
+      (x_btd, k_lbskh, v_lbskh), _ = jax.lax.scan(
+          cached_layer, (x_btd, cache.k_lbskh, cache.v_lbskh),
+          (self.blocks.weights(), jnp.arange(cfg.num_layers)))
+      cache = cache.replace(k_lbskh=k_lbskh, v_lbskh=v_lbskh, mask_bs=slot_bs,
+                            pos_b=cache.pos_b + mask_bt.sum(axis=1, dtype=jnp.int32),
+                            index=cache.index + t)
+    return rms_norm(x_btd, self.final_norm_d.value, cfg.rms_norm_eps), cache
+
+  def head(self, x_btd: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
+    """Apply this model's head to hidden states (float32 output)."""
+    cfg = self.cfg
+    f32 = jnp.float32
+    if cfg.head == "lm":
+      if cfg.tie_word_embeddings:
+        return jnp.einsum("btd,vd->btv", x_btd, self.embed_vd.value.astype(x_btd.dtype),
+                          preferred_element_type=f32)
+      return jnp.einsum("btd,dv->btv", x_btd, self.lm_head_dv.value.astype(x_btd.dtype),
+                        preferred_element_type=f32)
+    if cfg.head == "value":
+      v_bt = jnp.einsum("btd,d->bt", x_btd, self.value_d.value.astype(x_btd.dtype),
+                        preferred_element_type=f32)
+      return v_bt + self.value_bias.value.astype(f32)
+    b, t, _ = x_btd.shape
+    mask_bt = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
+    last_b = jnp.max(jnp.where(mask_bt, jnp.arange(t), 0), axis=1)
+    x_bd = jnp.take_along_axis(x_btd, last_b[:, None, None], axis=1)[:, 0]
+    return jnp.einsum("bd,dc->bc", x_bd, self.score_dc.value.astype(x_bd.dtype), preferred_element_type=f32)

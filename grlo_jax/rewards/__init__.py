@@ -1,0 +1,1 @@
+"""Rewards: reward-model scoring, rule-based verifiers and shaping."""

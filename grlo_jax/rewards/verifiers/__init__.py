@@ -1,0 +1,1 @@
+"""Rule-based verifiers: math final answers, multiple choice, and code run in a sandbox."""

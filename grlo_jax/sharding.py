@@ -1,0 +1,111 @@
+"""Meshes and logical-axis sharding: the only module that knows mesh axis names.
+
+Weights and activations carry logical axis names; one rule table maps each name to a mesh axis.
+A dimension whose size the mesh axis does not divide stays replicated (e.g. 4 KV heads on
+tensor=8), so the same rules serve every model size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Weights: fully-sharded over `fsdp` along the model dimension, Megatron-style over `tensor`.
+PARAM_RULES: dict[str, Any] = {
+    "layers": None, "vocab": "tensor", "embed": "fsdp", "q_heads": "tensor", "kv_heads": "tensor",
+    "head_dim": None, "mlp": "tensor", "norm": None, "classes": None,
+}
+# Activations: the batch over every data-parallel axis.
+ACT_RULES: dict[str, Any] = {
+    "batch": ("data", "fsdp"), "seq": None, "act_embed": None, "act_heads": "tensor",
+    "act_kv_heads": "tensor", "act_mlp": "tensor", "act_vocab": "tensor", "cache_seq": None,
+    "cache_layers": None,
+}
+RULES = PARAM_RULES | ACT_RULES
+
+Names = Sequence[str | None]
+
+
+def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A (data, fsdp, tensor) mesh; one axis may be -1 to take the remaining devices."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = dict({"data": 1, "fsdp": -1, "tensor": 1}, **(shape or {}))
+  unknown = set(shape) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"unknown mesh axes {sorted(unknown)}; the mesh axes are {MESH_AXES}")
+  sizes = [shape[a] for a in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"at most one mesh axis may be -1, got {shape}")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(f"mesh {shape} does not divide {len(devices)} devices")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+                     f"{len(devices)} are available")
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def spec(names: Names, shape: Sequence[int] | None = None, mesh: Mesh | None = None) -> P:
+  """PartitionSpec for logical `names`; with `shape` and `mesh`, drops axes that do not divide."""
+  axes = []
+  for i, name in enumerate(names):
+    axis = None if name is None else RULES[name]  # KeyError on a typo, on purpose
+    if axis is not None and shape is not None and mesh is not None:
+      size = math.prod(mesh.shape[a] for a in (axis if isinstance(axis, tuple) else (axis,)))
+      if shape[i] % size:
+        axis = None
+    axes.append(axis)
+  return P(*axes)
+
+
+def named(mesh: Mesh, names: Names, shape: Sequence[int]) -> NamedSharding:
+  return NamedSharding(mesh, spec(names, shape, mesh))
+
+
+def constrain(x: jax.Array, names: Names) -> jax.Array:
+  """Sharding constraint by logical names under the current mesh (`jax.set_mesh`).
+
+  Outside any mesh (a plain single-device call) there is nothing to constrain.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  return jax.lax.with_sharding_constraint(x, spec(names, x.shape, mesh))
+
+
+def param(value: jax.Array, names: Names) -> nnx.Param:
+  """A parameter tagged with logical axis names (the one place that spells the metadata)."""
+  if len(names) != np.ndim(value):
+    raise ValueError(f"{len(names)} logical names {tuple(names)} for a {np.ndim(value)}-d parameter")
+  return nnx.Param(value, logical_axes=tuple(names))
+
+
+def logical_axes(state: nnx.State) -> Any:
+  """The logical names of every parameter, as a pytree shaped like `state`."""
+  return jax.tree.map(lambda v: v.get_metadata()["logical_axes"], state,
+                      is_leaf=lambda v: isinstance(v, nnx.Variable))
+
+
+def state_shardings(state: nnx.State, mesh: Mesh) -> Any:
+  """NamedSharding of every parameter of `state` (abstract or concrete) on `mesh`."""
+  return jax.tree.map(lambda v: named(mesh, v.get_metadata()["logical_axes"], v.value.shape), state,
+                      is_leaf=lambda v: isinstance(v, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh, shape: Sequence[int]) -> NamedSharding:
+  """Batch-major arrays: the leading axis over the data-parallel axes, the rest replicated."""
+  return named(mesh, ("batch",) + (None,) * (len(shape) - 1), shape)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
