@@ -26,8 +26,8 @@ def test_agg_loss_matches_verl():
   def all_cases(loss_br, mask_br):
     return [losses.agg_loss(loss_br, mask_br, mode, **(kwargs or {})) for mode, kwargs in CASES["agg"]]
 
-  for case, got in zip(CASES["agg"], all_cases(REF["agg.loss_mat"], REF["mask"])):
-    np.testing.assert_allclose(got, REF["agg.loss"][CASES["agg"].index(case)], **TOL, err_msg=str(case))
+  for i, got in enumerate(all_cases(REF["agg.loss_mat"], REF["mask"])):
+    np.testing.assert_allclose(got, REF["agg.loss"][i], **TOL, err_msg=str(CASES["agg"][i]))
 
 
 def test_policy_loss_and_its_gradient_match_verl():
@@ -104,7 +104,7 @@ def test_policy_loss_clips_in_closed_form():
   log_ratio_b = np.log(np.array([1.1, 5.0, 0.5, 2.0, 5.0, 1.0, 1.0], np.float32))
   log_ratio_b[-1] = 25.0     # clamped to 20 before exp: ratio e^20, then clipped to 1.2
   want_b = np.array([-1.1, -1.2, 0.8, 2.0, 3.0, 2.0, -0.6])
-  # One row per case and token-sum, so each row's loss is read off the gradient-free sum by masking.
+  # token-sum under a one-hot mask reads off one row's loss; one compilation serves all rows.
   policy_loss = jax.jit(functools.partial(losses.compute_policy_loss, loss_agg_mode="token-sum"))
   for i in range(len(adv_b)):
     loss, clipfrac, kl, lower = policy_loss(np.zeros((7, 1)), log_ratio_b[:, None], adv_b[:, None],
@@ -141,7 +141,8 @@ def _split_rows(x_br, sizes):
   return np.split(np.asarray(x_br), np.cumsum(sizes)[:-1])
 
 
-@pytest.mark.parametrize("sizes", [(8, 8), (3, 5, 1, 7)])
+# (3, 1, 4, 8) gives the empty row a micro-batch of its own: 0 with global info (NaN without).
+@pytest.mark.parametrize("sizes", [(8, 8), (3, 1, 4, 8), (2, 5, 1, 8)])
 def test_micro_batches_with_global_info_sum_to_the_mini_batch_loss_and_gradient(sizes):
   mask_br = REF["mask"]
   info = losses.global_batch_info(mask_br)
@@ -150,10 +151,12 @@ def test_micro_batches_with_global_info_sum_to_the_mini_batch_loss_and_gradient(
   def accumulated(x_br, mode):
     return sum(losses.agg_loss(x_br[rows], m_br, mode, **info) for rows, m_br in parts)
 
+  def whole(x_br, mode):
+    return losses.agg_loss(x_br, mask_br, mode)
+
   @jax.jit
   def all_modes(x_br):
-    return {mode: [jax.value_and_grad(f)(x_br, mode) for f in (accumulated, functools.partial(
-        losses.agg_loss, loss_mask=mask_br))] for mode in losses.LOSS_AGG_MODES}
+    return {mode: [jax.value_and_grad(f)(x_br, mode) for f in (accumulated, whole)] for mode in losses.LOSS_AGG_MODES}
 
   for mode, ((got, got_grad_br), (want, want_grad_br)) in all_modes(REF["agg.loss_mat"]).items():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=mode)
@@ -161,20 +164,31 @@ def test_micro_batches_with_global_info_sum_to_the_mini_batch_loss_and_gradient(
 
 
 @pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
-def test_policy_loss_gradient_accumulates_exactly_in_a_scan(mode):
-  # The step's shape: equal micro-batches scanned, gradients summed, denominators from the mini-batch.
+def test_policy_gradient_accumulated_in_a_scan_equals_the_mini_batch_gradient(mode):
+  # The RL step's pattern: denominators from the whole mini-batch, a scan over equal micro-batches
+  # that sums parameter gradients. The "model" is log_prob = base + features . w.
   k, mb = 4, 4
-  old_kbr, adv_kbr, mask_kbr = (REF[key].reshape(k, mb, -1) for key in ("pg.old_log_prob", "pg.advantages", "mask"))
-  policy_loss = functools.partial(losses.compute_policy_loss, loss_agg_mode=mode)
-  info = losses.global_batch_info(REF["mask"])
+  feat_brf = np.random.default_rng(5).normal(size=REF["pg.log_prob"].shape + (3,)).astype(np.float32)
+  w_f = jnp.array([0.3, -0.2, 0.1])
+  data = {key: REF[key] for key in ("pg.log_prob", "pg.old_log_prob", "pg.advantages", "mask")} | {"feat": feat_brf}
 
-  def micro_grad(acc_br, xs):
-    logp_br, old_br, adv_br, mask_br = xs
-    grad_br = jax.grad(lambda x: policy_loss(old_br, x, adv_br, mask_br, **info)[0])(logp_br)
-    return acc_br, grad_br
+  def loss_fn(w_f, d, **info):
+    logp_br = d["pg.log_prob"] + d["feat"] @ w_f
+    return losses.compute_policy_loss(d["pg.old_log_prob"], logp_br, d["pg.advantages"], d["mask"],
+                                      loss_agg_mode=mode, **info)[0]
 
-  _, grad_kbr = jax.jit(lambda xs: jax.lax.scan(micro_grad, 0.0, xs))(
-      (REF["pg.log_prob"].reshape(k, mb, -1), old_kbr, adv_kbr, mask_kbr))
-  want_br = jax.jit(jax.grad(lambda x: policy_loss(REF["pg.old_log_prob"], x, REF["pg.advantages"], REF["mask"])[0]))(
-      REF["pg.log_prob"])
-  np.testing.assert_allclose(grad_kbr.reshape(want_br.shape), want_br, rtol=1e-6, atol=1e-9)
+  @jax.jit
+  def accumulated(w_f, data):
+    info = losses.global_batch_info(data["mask"])
+    micro = jax.tree.map(lambda x: x.reshape((k, mb) + x.shape[1:]), data)
+
+    def step(acc, d):
+      loss, grad_f = jax.value_and_grad(loss_fn)(w_f, d, **info)
+      return jax.tree.map(jnp.add, acc, (loss, grad_f)), None
+
+    return jax.lax.scan(step, (0.0, jnp.zeros_like(w_f)), micro)[0]
+
+  loss, grad_f = accumulated(w_f, data)
+  want_loss, want_grad_f = jax.jit(jax.value_and_grad(loss_fn))(w_f, data)
+  np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(grad_f, want_grad_f, rtol=1e-5, atol=1e-7)

@@ -47,7 +47,7 @@ def f32(x) -> np.ndarray:
   return np.asarray(x.detach() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
 
 
-def make_mask(rng: np.random.Generator) -> np.ndarray:
+def make_mask() -> np.ndarray:
   # Ragged lengths, a row with only position 0, a fully empty row, interior zeros (tool turns).
   lengths = [12, 9, 1, 0, 5, 12, 7, 3, 11, 2, 12, 6, 8, 4, 10, 1]
   mask_br = (np.arange(R)[None, :] < np.asarray(lengths)[:, None]).astype(np.float32)
@@ -68,7 +68,7 @@ def main() -> None:
   rng = np.random.default_rng(0)
   out: dict[str, np.ndarray] = {}
   cases: dict[str, list] = {}
-  mask_br = make_mask(rng)
+  mask_br = make_mask()
   out["mask"] = mask_br
 
   # GAE: dense rewards and a critic everywhere, padding included, so ignored entries must stay ignored.

@@ -1,0 +1,107 @@
+r"""Sampler throughput: grlo_jax's in-graph sampler vs transformers' generate (and Tunix), same weights.
+
+  python benchmarks/sampler.py --preset=small --batch=8 [--tunix_python=/path/venv/bin/python]
+
+Random prompts of --prompt_len tokens, --new_tokens sampled at temperature 1 with no early stop,
+one warm-up then the median of --repeats. Prints one JSON line; logs go to stderr.
+"""
+
+import argparse
+import json
+import pathlib
+import subprocess
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import common
+from grlo_jax import models
+from grlo_jax.sampling import generate
+
+
+def bench_ours(path, ids_bp, new_tokens, repeats):
+  model = models.load_pretrained(path, dtype="float32")
+  mask_bp = jnp.ones_like(ids_bp)
+
+  def run():
+    return jax.block_until_ready(generate(model, ids_bp, mask_bp, max_new_tokens=new_tokens,
+                                          temperature=1.0, rng=jax.random.key(0)))
+
+  first, _ = common.timed(run, 1)
+  sec, times = common.timed(run, repeats)
+  tokens = int(run().mask.sum())  # generated tokens, not loop steps
+  return {"tok_per_s": tokens / sec, "median_s": sec, "times_s": times, "compile_s": first - sec,
+          "tokens": tokens}
+
+
+def bench_transformers(path, ids_bp, new_tokens, repeats):
+  import torch
+  import transformers
+
+  hf = transformers.Qwen3ForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+  ids = torch.from_numpy(np.asarray(ids_bp, np.int64))
+  out = {}
+
+  def run():
+    with torch.no_grad():
+      out["seq"] = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                               temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
+                               min_new_tokens=new_tokens, pad_token_id=0)
+
+  common.timed(run, 1)
+  sec, times = common.timed(run, repeats)
+  tokens = int(out["seq"][:, ids.shape[1]:].numel())
+  return {"tok_per_s": tokens / sec, "median_s": sec, "times_s": times, "tokens": tokens,
+          "torch_threads": torch.get_num_threads()}
+
+
+def bench_tunix(python, path, ids_bp, new_tokens, repeats):
+  script = pathlib.Path(__file__).with_name("tunix_sampler.py")
+  with tempfile.NamedTemporaryFile(suffix=".npy") as f:
+    np.save(f.name, np.asarray(ids_bp))
+    res = subprocess.run([python, str(script), f"--model={path}", f"--prompts={f.name}",
+                          f"--new_tokens={new_tokens}", f"--repeats={repeats}"],
+                         capture_output=True, text=True, check=False)
+  if res.returncode:
+    common.log(res.stderr[-3000:])
+    return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
+  return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--preset", default="small", choices=["tiny", "small"])
+  ap.add_argument("--batch", type=int, default=8)
+  ap.add_argument("--prompt_len", type=int, default=64)
+  ap.add_argument("--new_tokens", type=int, default=128)
+  ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--no_transformers", action="store_true")
+  ap.add_argument("--tunix_python", default=None, help="python of a venv with google-tunix")
+  a = ap.parse_args()
+
+  ids_bp = jnp.asarray(np.random.default_rng(0).integers(1, models.preset(a.preset).vocab_size,
+                                                         size=(a.batch, a.prompt_len)), jnp.int32)
+  with tempfile.TemporaryDirectory() as tmp:
+    path = common.save_hf_preset(a.preset, pathlib.Path(tmp))
+    result = {"bench": "sampler", "preset": a.preset, "batch": a.batch, "prompt_len": a.prompt_len,
+              "new_tokens": a.new_tokens, "repeats": a.repeats, "dtype": "float32",
+              "device": jax.devices()[0].device_kind, "n_devices": jax.device_count(),
+              **common.machine(), "git": common.git_rev()}
+    common.log("grlo_jax ...")
+    result["grlo_jax"] = bench_ours(path, ids_bp, a.new_tokens, a.repeats)
+    if not a.no_transformers:
+      common.log("transformers ...")
+      result["transformers"] = bench_transformers(path, ids_bp, a.new_tokens, a.repeats)
+      result["ratio_vs_transformers"] = result["grlo_jax"]["tok_per_s"] / result["transformers"]["tok_per_s"]
+    if a.tunix_python:
+      common.log("tunix ...")
+      result["tunix"] = bench_tunix(a.tunix_python, path, ids_bp, a.new_tokens, a.repeats)
+      if "tok_per_s" in result["tunix"]:
+        result["ratio_vs_tunix"] = result["grlo_jax"]["tok_per_s"] / result["tunix"]["tok_per_s"]
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()

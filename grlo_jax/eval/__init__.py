@@ -1,0 +1,1 @@
+"""Evaluation: benchmark loaders, graders, pass@k, reports, and grading of given predictions."""

@@ -1,0 +1,164 @@
+"""In-graph generation: prefill, then a `lax.while_loop` of one-token decode steps over a KV cache.
+
+Everything runs inside one jitted function, so the RL step can call `generate` from its own jit.
+The loop stops as soon as every row has emitted a stop token or `max_new_tokens` are out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from grlo_jax import sharding
+from grlo_jax.models import KVCache, Transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  """Static sampling knobs (verl names). `temperature=0` is greedy; `top_k<=0` and `top_p>=1` are off."""
+
+  max_new_tokens: int
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  stop_token_ids: tuple[int, ...] = ()  # EOS and any other stop tokens
+  pad_token_id: int = 0  # written after a row stops
+  cache_dtype: str | None = None  # default: the model's compute dtype
+
+
+@struct.dataclass
+class SampleOutput:
+  tokens: jax.Array  # [B, N] int32, pad after a row's stop token
+  mask: jax.Array  # [B, N] bool, True up to and including the stop token
+  logprobs: jax.Array  # [B, N] float32, log softmax(logits / T) of each sampled token (0 when masked)
+  lengths: jax.Array  # [B] int32 = mask.sum(1)
+
+  def __getitem__(self, key: str) -> jax.Array:  # also usable as a dict
+    return getattr(self, key)
+
+
+@struct.dataclass
+class _LoopState:
+  step: jax.Array  # int32 scalar: tokens sampled so far
+  tokens_bn: jax.Array
+  logp_bn: jax.Array
+  done_b: jax.Array
+  cache: KVCache
+  rng: jax.Array
+
+
+def sample_logits(logits_bv: jax.Array, rng: jax.Array, p: SamplingParams) -> tuple[jax.Array, jax.Array]:
+  """Sample one token per row; returns (token_b, logprob_b under softmax(logits / T))."""
+  logits_bv = logits_bv.astype(jnp.float32)
+  if p.temperature <= 0.0:
+    tok_b = jnp.argmax(logits_bv, axis=-1)
+    logp_bv = jax.nn.log_softmax(logits_bv, axis=-1)
+  else:
+    logits_bv = logits_bv / p.temperature
+    logp_bv = jax.nn.log_softmax(logits_bv, axis=-1)
+    filtered_bv = logits_bv
+    if p.top_k > 0:
+      kth_b1 = jax.lax.top_k(logits_bv, p.top_k)[0][:, -1:]
+      filtered_bv = jnp.where(logits_bv < kth_b1, -jnp.inf, filtered_bv)
+    if p.top_p < 1.0:
+      # Keep the smallest prefix of tokens (by probability) whose mass reaches top_p.
+      sorted_bv = jnp.sort(filtered_bv, axis=-1)[:, ::-1]
+      probs_bv = jax.nn.softmax(sorted_bv, axis=-1)
+      before_bv = jnp.cumsum(probs_bv, axis=-1) - probs_bv  # mass strictly above each token
+      keep = jnp.sum(before_bv < p.top_p, axis=-1, keepdims=True)  # >= 1
+      cutoff_b1 = jnp.take_along_axis(sorted_bv, keep - 1, axis=-1)
+      filtered_bv = jnp.where(filtered_bv < cutoff_b1, -jnp.inf, filtered_bv)
+    tok_b = jax.random.categorical(rng, filtered_bv, axis=-1)
+  tok_b = tok_b.astype(jnp.int32)
+  return tok_b, jnp.take_along_axis(logp_bv, tok_b[:, None], axis=-1)[:, 0]
+
+
+def _is_stop(tok_b: jax.Array, p: SamplingParams) -> jax.Array:
+  stop_b = jnp.zeros(tok_b.shape, bool)
+  for s in p.stop_token_ids:
+    stop_b |= tok_b == s
+  return stop_b
+
+
+def _generate(graphdef: nnx.GraphDef, state: nnx.State, input_ids_bp: jax.Array,
+              attention_mask_bp: jax.Array, rng: jax.Array, p: SamplingParams) -> SampleOutput:
+  model = nnx.merge(graphdef, state)
+  b, prompt_len = input_ids_bp.shape
+  n = p.max_new_tokens
+  cache = KVCache.init(model.cfg, b, prompt_len + n, p.cache_dtype)
+  cache_names = ("cache_layers", "batch", "cache_seq", "act_kv_heads", None)
+  cache = cache.replace(k_lbskh=sharding.constrain(cache.k_lbskh, cache_names),
+                        v_lbskh=sharding.constrain(cache.v_lbskh, cache_names))
+
+  # Prefill; only the last position's logits are needed (prompts are left-padded).
+  x_bpd, cache = model.hidden(input_ids_bp, attention_mask_bp, cache=cache)
+  logits_bv = model.head(x_bpd[:, -1:])[:, 0]
+  rng, sub = jax.random.split(rng)
+  tok_b, logp_b = sample_logits(logits_bv, sub, p)
+  done_b = _is_stop(tok_b, p)
+  tokens_bn = jnp.full((b, n), p.pad_token_id, jnp.int32).at[:, 0].set(tok_b)
+  logp_bn = jnp.zeros((b, n), jnp.float32).at[:, 0].set(logp_b)
+  init = _LoopState(step=jnp.ones((), jnp.int32), tokens_bn=sharding.constrain(tokens_bn, ("batch", None)),
+                    logp_bn=logp_bn, done_b=done_b, cache=cache, rng=rng)
+
+  def cond(s: _LoopState) -> jax.Array:
+    return (s.step < n) & ~jnp.all(s.done_b)
+
+  def body(s: _LoopState) -> _LoopState:
+    last_b1 = jax.lax.dynamic_slice_in_dim(s.tokens_bn, s.step - 1, 1, axis=1)
+    x_b1d, cache = model.hidden(last_b1, jnp.ones_like(last_b1, bool), cache=s.cache)
+    rng, sub = jax.random.split(s.rng)
+    tok_b, logp_b = sample_logits(model.head(x_b1d)[:, 0], sub, p)
+    tok_b = jnp.where(s.done_b, p.pad_token_id, tok_b)
+    logp_b = jnp.where(s.done_b, 0.0, logp_b)
+    return _LoopState(step=s.step + 1,
+                      tokens_bn=jax.lax.dynamic_update_slice_in_dim(s.tokens_bn, tok_b[:, None], s.step, 1),
+                      logp_bn=jax.lax.dynamic_update_slice_in_dim(s.logp_bn, logp_b[:, None], s.step, 1),
+                      done_b=s.done_b | _is_stop(tok_b, p), cache=cache, rng=rng)
+
+  final = jax.lax.while_loop(cond, body, init)
+  # A row's mask runs through its first stop token; slots never reached (early exit) are pad.
+  pos_n = jnp.arange(n)
+  stop_bn = _is_stop(final.tokens_bn, p) & (pos_n < final.step)
+  first_stop_b = jnp.min(jnp.where(stop_bn, pos_n, n), axis=1)
+  mask_bn = (pos_n[None] <= first_stop_b[:, None]) & (pos_n[None] < final.step)
+  tokens_bn = jnp.where(mask_bn, final.tokens_bn, p.pad_token_id)
+  return SampleOutput(tokens=tokens_bn, mask=mask_bn, logprobs=jnp.where(mask_bn, final.logp_bn, 0.0),
+                      lengths=mask_bn.sum(axis=1, dtype=jnp.int32))
+
+
+_generate_jit = jax.jit(_generate, static_argnames=("graphdef", "p"))
+
+
+def generate(model: Transformer, input_ids: jax.Array, attention_mask: jax.Array, *,
+             max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             eos_token_id: int | Sequence[int] | None = None, stop_token_ids: Sequence[int] = (),
+             pad_token_id: int | None = None, rng: jax.Array | None = None,
+             cache_dtype: str | None = None) -> SampleOutput:
+  """Sample up to `max_new_tokens` for a left-padded prompt batch `[B, P]`.
+
+  Works eagerly (compiled once per model structure and knobs) and inside another jitted function.
+  """
+  eos = () if eos_token_id is None else (
+      (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id))
+  if pad_token_id is None:
+    pad_token_id = model.cfg.pad_token_id if model.cfg.pad_token_id is not None else 0
+  params = SamplingParams(max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),
+                          top_p=float(top_p), stop_token_ids=tuple(dict.fromkeys(eos + tuple(stop_token_ids))),
+                          pad_token_id=int(pad_token_id), cache_dtype=cache_dtype)
+  rng = jax.random.key(0) if rng is None else rng
+  graphdef, state = nnx.split(model)
+  return _generate_jit(graphdef, state, jnp.asarray(input_ids), jnp.asarray(attention_mask), rng, params)
+
+
+def generate_with_params(model: Transformer, input_ids_bp: jax.Array, attention_mask_bp: jax.Array,
+                         rng: jax.Array, params: SamplingParams) -> SampleOutput:
+  """`generate` with the knobs in one static `SamplingParams` (what the RL step uses)."""
+  graphdef, state = nnx.split(model)
+  return _generate_jit(graphdef, state, input_ids_bp, attention_mask_bp, rng, params)
+
+
