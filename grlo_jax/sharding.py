@@ -96,10 +96,18 @@ def logical_axes(state: nnx.State) -> Any:
                       is_leaf=lambda v: isinstance(v, nnx.Variable))
 
 
-def state_shardings(state: nnx.State, mesh: Mesh) -> Any:
-  """NamedSharding of every parameter of `state` (abstract or concrete) on `mesh`."""
-  return jax.tree.map(lambda v: named(mesh, v.get_metadata()["logical_axes"], v.value.shape), state,
-                      is_leaf=lambda v: isinstance(v, nnx.Variable))
+def tree_shardings(tree: Any, mesh: Mesh) -> Any:
+  """Shardings for a pytree holding nnx Variables (parameters, optimizer moments): each Variable by
+  its logical axes, every other array (step counters, scalars) replicated. A prefix of `tree`."""
+  def one(x):
+    if isinstance(x, nnx.Variable):
+      return named(mesh, x.get_metadata()["logical_axes"], x.value.shape)
+    return replicated(mesh)
+  return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def single_device_mesh() -> Mesh:
+  return make_mesh(devices=jax.devices()[:1])
 
 
 def batch_sharding(mesh: Mesh, shape: Sequence[int]) -> NamedSharding:

@@ -64,7 +64,7 @@ def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def _integer_text(answer: Any) -> str:
-  """AIME / AMC golds: `'025'`, `27.0` and `70` all read as the integer they are."""
+  # AIME / AMC golds: "025", 27.0 and 70 are all plain integers.
   value = float(answer)
   return str(int(value)) if value.is_integer() else str(answer)
 
@@ -143,10 +143,14 @@ def _mbpp_task(r: Mapping[str, Any]) -> str:
           f"Your code should pass these tests:\n\n{tests}\n")
 
 
+def _mbpp_shot(r: Mapping[str, Any]) -> str:
+  code = r["code"].replace("\r\n", "\n")  # the published code has CRLF line ends
+  return f"{_mbpp_task(r)}[BEGIN]\n{code}\n[DONE]\n"
+
+
 def _mbpp(rows):
   by_id = {r["task_id"]: r for r in rows}
-  shots = "".join(f"{_mbpp_task(by_id[i])}[BEGIN]\n{by_id[i]['code']}\n[DONE]\n"
-                  for i in MBPP_FEW_SHOT_IDS)
+  shots = "".join(_mbpp_shot(by_id[i]) for i in MBPP_FEW_SHOT_IDS)
   items = []
   for i in MBPP_TEST_IDS:
     r = by_id[i]

@@ -1,5 +1,6 @@
 """Grade completions against benchmark items, and aggregate: accuracy and unbiased pass@k."""
 
+import concurrent.futures
 import dataclasses
 import math
 import re
@@ -45,11 +46,12 @@ def grade_many(benchmark: str, items: Sequence[benchmarks.Item], completions: Se
   family = benchmarks.kind(benchmark)
   completions = [strip_think(c) for c in completions]
   if family == "math":
-    out = []
-    for item, c in zip(items, completions):
+    def grade_one(item: benchmarks.Item, c: str) -> Grade:
       answer = math_verifier.extract_answer(c)
-      out.append(Grade(math_verifier.answers_match(answer, item.answer), answer))
-    return out
+      return Grade(math_verifier.answers_match(answer, item.answer), answer)
+    # Threads only wait on the SymPy worker processes, so this keeps all of them busy.
+    with concurrent.futures.ThreadPoolExecutor(math_verifier.WORKERS) as pool:
+      return list(pool.map(grade_one, items, completions))
   if family == "choice":
     letters = [choice.extract_letter(c) for c in completions]
     return [Grade(l == item.answer, l) for item, l in zip(items, letters)]

@@ -22,7 +22,7 @@ ORBAX_PARAMS = "params"
 
 
 def _mesh_or_single(mesh: Mesh | None) -> Mesh:
-  return mesh if mesh is not None else sharding.make_mesh(devices=jax.devices()[:1])
+  return mesh if mesh is not None else sharding.single_device_mesh()
 
 
 def abstract(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
@@ -34,7 +34,7 @@ def init_model(cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None) -> Tra
   """A randomly initialised model, created directly on its shardings."""
   mesh = _mesh_or_single(mesh)
   graphdef, abs_state = abstract(cfg)
-  out = sharding.state_shardings(abs_state, mesh)
+  out = sharding.tree_shardings(abs_state, mesh)
 
   state = jax.jit(lambda: nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed))), out_shardings=out)()
   return nnx.merge(graphdef, state)
@@ -67,7 +67,7 @@ def _load_hf(path: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transfo
   try:
     hf.check_keys(cfg, reader.keys(), str(path))
     graphdef, abs_state = abstract(cfg)
-    shardings = traverse_util.flatten_dict(nnx.to_pure_dict(sharding.state_shardings(abs_state, mesh)),
+    shardings = traverse_util.flatten_dict(nnx.to_pure_dict(sharding.tree_shardings(abs_state, mesh)),
                                            sep="/")
     values = {}
     for name, var in traverse_util.flatten_dict(nnx.to_pure_dict(abs_state), sep="/").items():
@@ -85,7 +85,7 @@ def _load_orbax(path: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Tran
   graphdef, abs_state = abstract(cfg)
   target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
                         nnx.to_pure_dict(abs_state),
-                        nnx.to_pure_dict(sharding.state_shardings(abs_state, mesh)))
+                        nnx.to_pure_dict(sharding.tree_shardings(abs_state, mesh)))
   with ocp.StandardCheckpointer() as ckptr:
     restored = ckptr.restore((path / ORBAX_PARAMS).resolve(), target)
   nnx.replace_by_pure_dict(abs_state, restored)

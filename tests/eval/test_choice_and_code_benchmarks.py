@@ -17,7 +17,8 @@ def test_gpqa_correct_letter_right_wrong_letter_wrong(shared_data):
   items = bm.load("gpqa_diamond", shared_data)
   assert len(items) == 198 and len({i.id for i in items}) == 198
   assert set(collections.Counter(i.answer for i in items)) == set("ABCD")
-  right = grading.grade_many("gpqa_diamond", items, [f"Thinking.\nAnswer: {i.answer}" for i in items])
+  right = grading.grade_many("gpqa_diamond", items,
+                             [f"Thinking.\nAnswer: {i.answer}" for i in items])
   assert sum(g.correct for g in right) == 198
   shift = dict(zip("ABCD", "BCDA"))
   wrong = grading.grade_many("gpqa_diamond", items,

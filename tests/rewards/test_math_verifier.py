@@ -1,7 +1,7 @@
 """Math answer extraction and equivalence (synthetic cases; the data checks are in tests/eval)."""
 
 import concurrent.futures
-import threading
+import signal
 
 import pytest
 
@@ -74,7 +74,8 @@ def test_math_reward_values():
 
 def test_math_reward_in_threads_matches_main_thread():
   # math-verify's default signal timeouts raise in non-main threads; ours must not.
-  cases = [(f"the answer is $\\boxed{{\\frac{{{i}}}{{{i + 1}}}}}$", f"{i}/{i + 1}") for i in range(20)]
+  cases = [(f"the answer is $\\boxed{{\\frac{{{i}}}{{{i + 1}}}}}$", f"{i}/{i + 1}")
+           for i in range(20)]
   cases += [("$\\boxed{x^2+2x+1}$", "(x+1)^2"), ("$\\boxed{x^2+1}$", "(x+1)^2")]
   want = [mv.math_reward(c, g) for c, g in cases]
   with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -84,8 +85,11 @@ def test_math_reward_in_threads_matches_main_thread():
 
 
 def test_sigalrm_handler_untouched():
-  import signal
   before = signal.getsignal(signal.SIGALRM)
-  mv.answers_match("x^2+2x+1", "(x+1)^2")
+  assert mv.answers_match("x^2+2x+1", "(x+1)^2")
   assert signal.getsignal(signal.SIGALRM) is before
-  assert threading.active_count() >= 1
+
+
+def test_in_process_mode_without_time_limit():
+  assert mv.answers_match("x^2+2x+1", "(x+1)^2", timeout_s=None)
+  assert not mv.answers_match("x^2+1", "(x+1)^2", timeout_s=None)

@@ -37,7 +37,8 @@ def shuffle_options(correct: str, incorrect: Sequence[str], key: str, seed: int 
 def _patterns(letters: str) -> list[re.Pattern[str]]:
   cls = f"[{letters}]"
   return [
-      re.compile(rf"(?i:answer\s*(?:is|:)?)\s*(?:\*\*|\$|\\\()*\s*:?\s*(?:\*\*)?\s*[\(\[]?\s*({cls})\b"),
+      re.compile(rf"(?i:answer\s*(?:is|:)?)\s*(?:\*\*|\$|\\\()*\s*:?\s*(?:\*\*)?\s*"
+                 rf"[\(\[]?\s*({cls})\b"),
       re.compile(rf"\\boxed\{{\s*(?:\\text\{{)?\s*\(?({cls})\)?\s*\}}"),
       re.compile(rf"\(({cls})\)"),
       re.compile(rf"(?<![\w'’-])({cls})(?![\w'’-])"),

@@ -15,7 +15,7 @@ HUMANEVAL_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 # MBPP's few-shot format closes each solution with this tag.
 MBPP_STOP = ("[DONE]",)
 
-_FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|$)", re.DOTALL)
+_FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -59,7 +59,8 @@ def mbpp_program(completion: str, test_list: Sequence[str], test_setup_code: str
   return f"{code}\n\n{test_setup_code}\n\n{tests}\n"
 
 
-def code_reward(completion: str, test_code: str, limits: sandbox.Limits = sandbox.Limits()) -> float:
+def code_reward(completion: str, test_code: str,
+                limits: sandbox.Limits = sandbox.Limits()) -> float:
   """1.0 when the completion's code followed by `test_code` runs clean in the sandbox (RLVR)."""
   code = extract_code(completion)
   program = f"{completion if code is None else code}\n\n{test_code}\n"

@@ -3,23 +3,26 @@
 Extraction takes, in order: the last `\\boxed{}` / `\\fbox{}` (balanced braces), the text after
 the last "the answer is" / "final answer:", the last number. Equivalence first compares
 normalised strings and plain numbers (exactly for integer golds, to a relative 1e-4
-otherwise), then falls back to math-verify (SymPy) under a thread-safe deadline.
+otherwise), then falls back to math-verify (SymPy) in a worker process with a hard time limit
+(see process_pool.py for why not signals or thread exceptions). All of it is thread-safe.
 """
 
 import fractions
 import logging
+import os
 import re
 
 import math_verify
 
-from grlo_jax.rewards.verifiers import deadline
+from grlo_jax.rewards.verifiers import process_pool
 
 DEFAULT_TIMEOUT_S = 5.0
 REL_TOL = 1e-4
+WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
+# math-verify warns once that its signal timeouts are off; they are off on purpose (see below).
 class _DropTimeoutDisabledWarning(logging.Filter):
-  """math-verify warns once that its signal timeouts are off; we turn them off on purpose."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Timeout is disabled")
@@ -38,7 +41,7 @@ _NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 
 
 def _braced(text: str, start: int) -> tuple[str, int] | None:
-  """The contents of the brace group opening at `text[start]`, and the index after it."""
+  # (contents, index after the closing brace) of the group opening at text[start].
   if start >= len(text) or text[start] != "{":
     return None
   depth = 0
@@ -109,7 +112,6 @@ _THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 
 def _unwrap_macros(s: str, names: tuple[str, ...]) -> str:
-  """`\\text{abc}` -> `abc` for each macro in `names`, braces balanced."""
   pattern = re.compile(r"\\(?:" + "|".join(names) + r")\s*(?=\{)")
   while (m := pattern.search(s)) is not None:
     group = _braced(s, m.end())
@@ -172,8 +174,9 @@ def normalize_answer(s: str) -> str:
   return s
 
 
+# Golds that are words (`\text{Evelyn}`, `even`) compare as text: as SymPy products of
+# symbols, `Evelyn` would equal `Nevely`.
 def _is_textual(gold: str) -> bool:
-  """Golds that are words (`\\text{Evelyn}`, `even`) compare as text, never as symbol products."""
   g = _strip_delimiters(gold)
   if re.fullmatch(r"\\(?:text|textbf|mbox|mathrm)\{[^{}]*\}", g):
     return not re.search(r"\d", g)
@@ -186,7 +189,8 @@ def _text_key(s: str) -> str:
 
 # ---- equivalence -----------------------------------------------------------------------------
 
-_SCI_RE = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(?:e|E|\\times\s*10\s*\^|\\cdot\s*10\s*\^)\s*\{?([-+]?\d+)\}?$")
+_SCI_RE = re.compile(
+    r"^(-?\d+(?:\.\d+)?)\s*(?:e|E|\\times\s*10\s*\^|\\cdot\s*10\s*\^)\s*\{?([-+]?\d+)\}?$")
 _FRAC_RE = re.compile(r"^(-?)\\frac\{(-?\d+)\}\{(\d+)\}$|^(-?\d+)/(\d+)$")
 
 
@@ -217,7 +221,7 @@ _FUNCTION_MACROS = re.compile(
 
 
 def _variables(s: str) -> set[str]:
-  """Letters and Greek macros that stand for unknowns (`e` and `i` are constants here)."""
+  # Letters and Greek macros that stand for unknowns; `e` and `i` count as constants.
   s = _FUNCTION_MACROS.sub(" ", re.sub(r"\\(?:begin|end)\{[a-zA-Z*]*\}", " ", s))
   found = set(re.findall(r"\\[a-zA-Z]+|[a-zA-Z]", s))
   return found - {"e", "i"}
@@ -236,8 +240,14 @@ def _math_verify_equal(pred: str, gold: str) -> bool:
   return math_verify.verify(gold_parsed, pred_parsed, timeout_seconds=None)
 
 
+_POOL = process_pool.TimedProcessPool(WORKERS, modules=(__name__,))
+
+
 def answers_match(pred: str | None, gold: str, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> bool:
-  """Whether the extracted answer `pred` equals `gold`; False when SymPy overruns `timeout_s`."""
+  """Whether the extracted answer `pred` equals `gold`; False when SymPy overruns `timeout_s`.
+
+  `timeout_s=None` runs SymPy in this process with no limit.
+  """
   if pred is None:
     return False
   p, g = normalize_answer(pred), normalize_answer(str(gold))
@@ -252,7 +262,9 @@ def answers_match(pred: str | None, gold: str, timeout_s: float | None = DEFAULT
     return _numbers_close(p_num, g_num, g)
   if _variables(p) != _variables(g):  # also spares SymPy its slowest hopeless comparisons
     return False
-  return deadline.call_with_deadline(lambda: _math_verify_equal(p, g), timeout_s, False)
+  if timeout_s is None:
+    return _math_verify_equal(p, g)
+  return bool(_POOL.call(_math_verify_equal, (p, g), timeout_s, False))
 
 
 def grade_math(completion: str, gold: str, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> bool:

@@ -19,11 +19,12 @@ _BLOCKED_EVENTS = frozenset({
     "subprocess.Popen", "os.kill", "os.killpg", "signal.pthread_kill",
     "socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
     "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
-    "ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.cdata", "ctypes.cdata/buffer",
+    "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.cdata", "ctypes.call_function",
     "resource.setrlimit", "resource.prlimit", "sys.remote_exec",
 })
-# Modules whose only use here would be to reach fork/exec or C calls without an audit event.
-_BLOCKED_IMPORTS = frozenset({"_posixsubprocess", "_ctypes", "ctypes", "_xxsubinterpreters"})
+# Modules whose only use here would be to reach fork/exec without an audit event. ctypes may
+# load (numpy imports it) but not open libraries, look up symbols or call foreign code.
+_BLOCKED_IMPORTS = frozenset({"_posixsubprocess", "_xxsubinterpreters"})
 # event -> positions of path arguments that must lie inside ROOT.
 _PATH_EVENTS = {
     "os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1),
@@ -35,13 +36,21 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _ALLOWED_OUTSIDE = frozenset({"/dev/null"})
 
 
+def _lower_limit(which: int, soft: int, hard: int) -> None:
+  # Never above the hard limit already in force: raising one needs privileges.
+  _, current_hard = resource.getrlimit(which)
+  if current_hard != resource.RLIM_INFINITY:
+    soft, hard = min(soft, current_hard), min(hard, current_hard)
+  resource.setrlimit(which, (soft, hard))
+
+
 def _set_limits(cpu_s: int, memory: int, fsize: int, nproc: int) -> None:
-  resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-  resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-  resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-  resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+  _lower_limit(resource.RLIMIT_CPU, cpu_s, cpu_s + 1)
+  _lower_limit(resource.RLIMIT_AS, memory, memory)
+  _lower_limit(resource.RLIMIT_FSIZE, fsize, fsize)
+  _lower_limit(resource.RLIMIT_CORE, 0, 0)
   # Not enforced for root (CAP_SYS_RESOURCE); the audit hook stops fork there.
-  resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+  _lower_limit(resource.RLIMIT_NPROC, nproc, nproc)
 
 
 def _make_hook(root: str):
@@ -66,6 +75,8 @@ def _make_hook(root: str):
     local.busy = True
     try:
       if event in _BLOCKED_EVENTS:
+        raise PermissionError(f"sandbox: {event} is not allowed")
+      if event == "ctypes.dlopen" and args and args[0] is not None:
         raise PermissionError(f"sandbox: {event} is not allowed")
       if event == "import" and args and args[0] in _BLOCKED_IMPORTS:
         raise PermissionError(f"sandbox: import of {args[0]} is not allowed")

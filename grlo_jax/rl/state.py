@@ -1,0 +1,53 @@
+"""The train state pytree and its optimizers."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+from jax.sharding import Mesh
+
+from grlo_jax import sharding
+
+
+@struct.dataclass
+class TrainState:
+  """Everything the step updates (donated to it): actor and critic weights, their optimizer states."""
+
+  step: jax.Array  # int32 scalar: RL steps done
+  actor: nnx.State
+  actor_opt: optax.OptState
+  critic: nnx.State | None = None
+  critic_opt: optax.OptState | None = None
+
+
+@struct.dataclass
+class Frozen:
+  """Weights the step reads but never updates (not donated)."""
+
+  rm: nnx.State | None = None  # reward model (score head)
+  ref: nnx.State | None = None  # reference policy, when a KL term needs it
+
+
+def make_optimizer(lr: float, weight_decay: float = 0.01, grad_clip: float = 1.0, warmup_steps: int = 0,
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+  """AdamW with global-norm clipping and a constant rate after an optional linear warm-up (verl's)."""
+  schedule = (optax.constant_schedule(lr) if warmup_steps <= 0 else
+              optax.join_schedules([optax.linear_schedule(0.0, lr, warmup_steps), optax.constant_schedule(lr)],
+                                   [warmup_steps]))
+  parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+  return optax.chain(*parts, optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+
+
+def init_state(actor: nnx.State, actor_tx: optax.GradientTransformation, critic: nnx.State | None = None,
+               critic_tx: optax.GradientTransformation | None = None) -> TrainState:
+  """A fresh state; call under `jax.jit` with out_shardings to create optimizer states sharded."""
+  return TrainState(step=jnp.zeros((), jnp.int32), actor=actor, actor_opt=actor_tx.init(actor),
+                    critic=critic, critic_opt=None if critic is None else critic_tx.init(critic))
+
+
+def place(tree, mesh: Mesh | None = None):
+  """Put a state (or frozen weights) on its shardings, so every call of the step sees one layout."""
+  mesh = sharding.single_device_mesh() if mesh is None else mesh
+  return jax.device_put(tree, sharding.tree_shardings(tree, mesh))

@@ -1,0 +1,290 @@
+"""The one jitted RL step: sample, score, advantages, PPO/GRPO updates -> new state, metrics.
+
+  step = make_train_step(cfg, defs, txs, reward_fn)
+  state, metrics = step(state, frozen, batch, rng)
+
+Inside one jit: repeat each prompt `n` times, sample responses with the policy's KV cache, compute
+old / reference log-probs and critic values on [B, P + R], score with `reward_fn`, place the score
+at the last response token (minus beta x KL when in-reward), compute advantages, then run
+`ppo_epochs` x mini-batches of updates, each accumulating micro-batch gradients with `lax.scan`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from grlo_jax import sharding
+from grlo_jax.rl import advantages as adv_lib
+from grlo_jax.rl import losses
+from grlo_jax.rl.state import Frozen, TrainState
+from grlo_jax.sampling import SampleOutput, SamplingParams, generate_with_params
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+  """Static knobs of the step (verl names)."""
+
+  sampling: SamplingParams
+  n: int = 1  # responses per prompt (rollout.n)
+  adv_estimator: str = "gae"  # gae | grpo | rloo | reinforce_plus_plus
+  gamma: float = 1.0
+  lam: float = 1.0
+  norm_adv_by_std_in_grpo: bool = True
+  ppo_epochs: int = 1
+  ppo_mini_batch_size: int = 1  # prompts per mini-batch (x n responses), as verl
+  micro_batch_size: int = 1  # responses per micro-batch (gradient accumulation unit)
+  clip_ratio_low: float = 0.2
+  clip_ratio_high: float = 0.2
+  clip_ratio_c: float = 3.0
+  loss_agg_mode: str = "token-mean"
+  entropy_coeff: float = 0.0
+  use_kl_loss: bool = False
+  kl_loss_coef: float = 0.001
+  kl_loss_type: str = "low_var_kl"
+  use_kl_in_reward: bool = False
+  kl_penalty: str = "kl"
+  kl_coef: float = 0.001
+  cliprange_value: float = 0.5
+
+  @property
+  def uses_critic(self) -> bool:
+    return self.adv_estimator == "gae"
+
+  @property
+  def uses_ref(self) -> bool:
+    return self.use_kl_loss or self.use_kl_in_reward
+
+  def check(self, prompts_per_step: int) -> None:
+    """Raise, naming the knob, when the batch does not split as configured."""
+    mini = self.ppo_mini_batch_size * self.n
+    if prompts_per_step % self.ppo_mini_batch_size:
+      raise ValueError(f"actor.ppo_mini_batch_size={self.ppo_mini_batch_size} does not divide "
+                       f"data.train_batch_size={prompts_per_step}")
+    if mini % self.micro_batch_size:
+      raise ValueError(f"actor.micro_batch_size={self.micro_batch_size} does not divide a mini-batch of "
+                       f"{mini} responses (ppo_mini_batch_size x rollout.n)")
+    if self.adv_estimator not in adv_lib.ADV_ESTIMATORS:
+      raise ValueError(f"algorithm.adv_estimator={self.adv_estimator!r}; known: {sorted(adv_lib.ADV_ESTIMATORS)}")
+    if self.adv_estimator in ("grpo", "rloo") and self.n < 2:
+      raise ValueError(f"algorithm.adv_estimator={self.adv_estimator!r} needs rollout.n >= 2, got {self.n}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphDefs:
+  actor: nnx.GraphDef
+  critic: nnx.GraphDef | None = None
+  rm: nnx.GraphDef | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizers:
+  actor: optax.GradientTransformation
+  critic: optax.GradientTransformation | None = None
+
+
+# reward_fn(frozen, batch, prompt_ids_bp, prompt_mask_bp, rollout) -> score_b float32
+RewardFn = Callable[[Frozen, dict, jax.Array, jax.Array, SampleOutput], jax.Array]
+
+
+def _response_logits(graphdef, params, seq_bt, mask_bt, prompt_len: int, temperature: float) -> jax.Array:
+  """[b, R, V] float32 logits that predict each response token (positions P-1 .. P+R-2)."""
+  model = nnx.merge(graphdef, params)
+  x_btd, _ = model.hidden(seq_bt, mask_bt)
+  logits = model.head(x_btd[:, prompt_len - 1:-1])
+  return logits / temperature if temperature > 0 else logits
+
+
+def _response_values(graphdef, params, seq_bt, mask_bt, prompt_len: int) -> jax.Array:
+  model = nnx.merge(graphdef, params)
+  return model(seq_bt, attention_mask=mask_bt)[:, prompt_len - 1:-1]
+
+
+def _split(x: jax.Array, *groups: int) -> jax.Array:
+  """[B, ...] -> [*groups, B / prod(groups), ...], each group strided over the batch so every
+  piece keeps rows from every data shard (no resharding of the batch axis)."""
+  rows = x.shape[0]
+  per = rows // math.prod(groups)
+  y = x.reshape(per, *groups, *x.shape[1:])
+  y = jnp.moveaxis(y, 0, len(groups))
+  return sharding.constrain(y, (None,) * len(groups) + ("batch",) + (None,) * (x.ndim - 1))
+
+
+def _merge(y: jax.Array, ngroups: int) -> jax.Array:
+  """Inverse of `_split`."""
+  y = jnp.moveaxis(y, ngroups, 0)
+  return y.reshape(-1, *y.shape[1 + ngroups:])
+
+
+def _map_micro(fn, k: int, *xs):
+  """fn over k strided micro-batches of the batch (bounds activation memory), results re-joined."""
+  out = jax.lax.map(lambda args: fn(*args), tuple(_split(x, k) for x in xs))
+  return jax.tree.map(lambda y: _merge(y, 1), out)
+
+
+def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: RewardFn):
+  """The pure step `(state, frozen, batch, rng) -> (state, metrics)`; see `jit_train_step`."""
+  temp = cfg.sampling.temperature if cfg.sampling.temperature > 0 else 1.0
+  estimator = adv_lib.get_adv_estimator_fn(cfg.adv_estimator)
+
+  def step(state: TrainState, frozen: Frozen, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(rng, state.step)
+    prompt_ids_bp = jnp.repeat(batch["input_ids_bp"], cfg.n, axis=0)
+    prompt_mask_bp = jnp.repeat(batch["attention_mask_bp"], cfg.n, axis=0).astype(bool)
+    b, p = prompt_ids_bp.shape
+    group_b = jnp.repeat(jnp.arange(b // cfg.n, dtype=jnp.int32), cfg.n)
+
+    # Rollout.
+    roll = generate_with_params(nnx.merge(defs.actor, state.actor), prompt_ids_bp, prompt_mask_bp, rng,
+                                cfg.sampling)
+    resp_br, mask_br = roll.tokens, roll.mask
+    r = resp_br.shape[1]
+    seq_bt = jnp.concatenate([prompt_ids_bp, resp_br], axis=1)
+    seq_mask_bt = jnp.concatenate([prompt_mask_bp, mask_br], axis=1)
+    maskf_br = mask_br.astype(jnp.float32)
+    n_micro = b // cfg.micro_batch_size
+
+    # Old (and reference) log-probs, values: one forward each, micro-batch by micro-batch.
+    def logp_of(graphdef, params):
+      def one(seq, m, resp):
+        return losses.logprobs_from_logits(_response_logits(graphdef, params, seq, m, p, temp), resp)
+      return jax.lax.stop_gradient(_map_micro(one, n_micro, seq_bt, seq_mask_bt, resp_br))
+
+    old_logp_br = logp_of(defs.actor, state.actor)
+    ref_logp_br = logp_of(defs.actor, frozen.ref) if cfg.uses_ref else None
+    values_br = None
+    if cfg.uses_critic:
+      values_br = jax.lax.stop_gradient(_map_micro(
+          lambda seq, m: _response_values(defs.critic, state.critic, seq, m, p), n_micro, seq_bt, seq_mask_bt))
+
+    # Rewards and advantages.
+    score_b = reward_fn(frozen, batch, prompt_ids_bp, prompt_mask_bp, roll).astype(jnp.float32)
+    last_b = jnp.maximum(roll.lengths - 1, 0)
+    rewards_br = jax.nn.one_hot(last_b, r, dtype=jnp.float32) * score_b[:, None] * (roll.lengths > 0)[:, None]
+    metrics = {}
+    if cfg.use_kl_in_reward:
+      kl_br = losses.kl_penalty(old_logp_br, ref_logp_br, cfg.kl_penalty) * maskf_br
+      rewards_br = rewards_br - cfg.kl_coef * kl_br
+      metrics["actor/reward_kl_penalty"] = adv_lib.masked_mean(kl_br, maskf_br)
+    if cfg.adv_estimator == "gae":
+      adv_br, ret_br = estimator(rewards_br, values_br, maskf_br, cfg.gamma, cfg.lam)
+    elif cfg.adv_estimator == "grpo":
+      adv_br, ret_br = estimator(rewards_br, maskf_br, group_b,
+                                 norm_adv_by_std_in_grpo=cfg.norm_adv_by_std_in_grpo)
+    elif cfg.adv_estimator == "rloo":
+      adv_br, ret_br = estimator(rewards_br, maskf_br, group_b)
+    else:
+      adv_br, ret_br = estimator(rewards_br, maskf_br, cfg.gamma)
+
+    # PPO updates: epochs x mini-batches, micro-batch gradients summed (losses carry global denominators).
+    n_mini = b // (cfg.ppo_mini_batch_size * cfg.n)
+    k = cfg.ppo_mini_batch_size * cfg.n // cfg.micro_batch_size
+    data = {"seq": seq_bt, "seq_mask": seq_mask_bt, "resp": resp_br, "mask": maskf_br, "old_logp": old_logp_br,
+            "adv": adv_br}
+    if ref_logp_br is not None and cfg.use_kl_loss:
+      data["ref_logp"] = ref_logp_br
+    if cfg.uses_critic:
+      data |= {"values": values_br, "returns": ret_br}
+    minis = jax.tree.map(lambda x: _split(x, n_mini, k), data)
+
+    def actor_loss(params, mb, info):
+      logits = _response_logits(defs.actor, params, mb["seq"], mb["seq_mask"], p, temp)
+      logp = losses.logprobs_from_logits(logits, mb["resp"])
+      pg_loss, clipfrac, ppo_kl, clipfrac_lower = losses.compute_policy_loss(
+          mb["old_logp"], logp, mb["adv"], mb["mask"], cliprange_low=cfg.clip_ratio_low,
+          cliprange_high=cfg.clip_ratio_high, clip_ratio_c=cfg.clip_ratio_c, loss_agg_mode=cfg.loss_agg_mode,
+          **info)
+      entropy = losses.agg_loss(losses.entropy_from_logits(logits), mb["mask"], cfg.loss_agg_mode, **info)
+      loss = pg_loss - cfg.entropy_coeff * entropy
+      aux = {"actor/pg_loss": pg_loss, "actor/entropy": entropy}
+      if cfg.use_kl_loss:
+        kl = losses.agg_loss(losses.kl_penalty(logp, mb["ref_logp"], cfg.kl_loss_type), mb["mask"],
+                             cfg.loss_agg_mode, **info)
+        loss = loss + cfg.kl_loss_coef * kl
+        aux["actor/kl_loss"] = kl
+      # Ratio metrics are per micro-batch means: weight them by the micro-batch's token share.
+      share = mb["mask"].sum() / info["batch_num_tokens"]
+      aux |= {"actor/pg_clipfrac": clipfrac * share, "actor/ppo_kl": ppo_kl * share,
+              "actor/pg_clipfrac_lower": clipfrac_lower * share}
+      return loss, aux
+
+    def critic_loss(params, mb, info):
+      vpreds = _response_values(defs.critic, params, mb["seq"], mb["seq_mask"], p)
+      vf_loss, vf_clipfrac = losses.compute_value_loss(vpreds, mb["returns"], mb["values"], mb["mask"],
+                                                       cfg.cliprange_value, cfg.loss_agg_mode, **info)
+      share = mb["mask"].sum() / info["batch_num_tokens"]
+      return vf_loss, {"critic/vf_loss": vf_loss, "critic/vf_clipfrac": vf_clipfrac * share,
+                       "critic/vpred_mean": adv_lib.masked_mean(vpreds, mb["mask"]) * share}
+
+    def accumulate(loss_fn, params, mini, info):
+      def micro(acc, mb):
+        (_, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb, info)
+        return jax.tree.map(jnp.add, acc, (g, aux)), None
+
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      aux0 = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: loss_fn(params, jax.tree.map(
+          lambda x: x[0], mini), info)[1]))
+      (grads, aux), _ = jax.lax.scan(micro, (zeros, aux0), mini)
+      return grads, aux
+
+    def update(st: TrainState, mini):
+      info = losses.global_batch_info(mini["mask"])
+      grads, aux = accumulate(actor_loss, st.actor, mini, info)
+      upd, actor_opt = txs.actor.update(grads, st.actor_opt, st.actor)
+      aux["actor/grad_norm"] = optax.global_norm(grads)
+      st = st.replace(actor=optax.apply_updates(st.actor, upd), actor_opt=actor_opt)
+      if cfg.uses_critic:
+        cgrads, caux = accumulate(critic_loss, st.critic, mini, info)
+        cupd, critic_opt = txs.critic.update(cgrads, st.critic_opt, st.critic)
+        caux["critic/grad_norm"] = optax.global_norm(cgrads)
+        st = st.replace(critic=optax.apply_updates(st.critic, cupd), critic_opt=critic_opt)
+        aux |= caux
+      return st, aux
+
+    def epoch(st, _):
+      return jax.lax.scan(update, st, minis)
+
+    state, upd_metrics = jax.lax.scan(epoch, state, None, length=cfg.ppo_epochs)
+    metrics |= jax.tree.map(jnp.mean, upd_metrics)
+    lengths_b = roll.lengths.astype(jnp.float32)
+    metrics |= {
+        "critic/score/mean": score_b.mean(), "critic/score/std": score_b.std(),
+        "critic/score/max": score_b.max(), "critic/score/min": score_b.min(),
+        "reward/mean": score_b.mean(), "reward/std": score_b.std(),
+        "critic/rewards/mean": rewards_br.sum(-1).mean(),
+        "critic/advantages/mean": adv_lib.masked_mean(adv_br, maskf_br),
+        "critic/advantages/max": jnp.max(jnp.where(mask_br, adv_br, -jnp.inf)),
+        "critic/advantages/min": jnp.min(jnp.where(mask_br, adv_br, jnp.inf)),
+        "critic/returns/mean": adv_lib.masked_mean(ret_br, maskf_br),
+        "response_length/mean": lengths_b.mean(), "response_length/max": lengths_b.max(),
+        "response_length/min": lengths_b.min(),
+        "response_length/clip_ratio": (roll.lengths >= r).astype(jnp.float32).mean(),
+        "prompt_length/mean": prompt_mask_bp.sum(-1).astype(jnp.float32).mean(),
+        "tokens/response": maskf_br.sum(), "tokens/total": seq_mask_bt.sum().astype(jnp.float32),
+    }
+    if cfg.uses_critic:
+      metrics["critic/values/mean"] = adv_lib.masked_mean(values_br, maskf_br)
+    if ref_logp_br is not None:
+      metrics["actor/kl_to_ref"] = adv_lib.masked_mean(old_logp_br - ref_logp_br, maskf_br)
+    return state.replace(step=state.step + 1), metrics
+
+  return step
+
+
+def jit_train_step(step, mesh: Mesh | None, state: TrainState, frozen: Frozen, batch: dict):
+  """Jit `step` with explicit shardings for `mesh` (one device when None) and the state donated.
+
+  `state`, `frozen` and `batch` may be abstract; they only give the trees' structure and shapes.
+  """
+  mesh = sharding.single_device_mesh() if mesh is None else mesh
+  state_sh = sharding.tree_shardings(state, mesh)
+  batch_sh = {k: sharding.batch_sharding(mesh, v.shape) for k, v in batch.items()}
+  return jax.jit(step, in_shardings=(state_sh, sharding.tree_shardings(frozen, mesh), batch_sh,
+                                     sharding.replicated(mesh)),
+                 out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
