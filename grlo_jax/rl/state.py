@@ -13,21 +13,15 @@ from grlo_jax import sharding
 
 @struct.dataclass
 class TrainState:
-  """Everything the step updates (donated to it): actor and critic weights, their optimizer states."""
+  """Everything the step reads and writes; donated to it (frozen weights pass through aliased)."""
 
   step: jax.Array  # int32 scalar: RL steps done
   actor: nnx.State
   actor_opt: optax.OptState
   critic: nnx.State | None = None
   critic_opt: optax.OptState | None = None
-
-
-@struct.dataclass
-class Frozen:
-  """Weights the step reads but never updates (not donated)."""
-
-  rm: nnx.State | None = None  # reward model (score head)
-  ref: nnx.State | None = None  # reference policy, when a KL term needs it
+  rm: nnx.State | None = None  # reward model (score head), never updated
+  ref: nnx.State | None = None  # reference policy when a KL term needs it, never updated
 
 
 def make_optimizer(lr: float, weight_decay: float = 0.01, grad_clip: float = 1.0, warmup_steps: int = 0,
@@ -41,10 +35,12 @@ def make_optimizer(lr: float, weight_decay: float = 0.01, grad_clip: float = 1.0
 
 
 def init_state(actor: nnx.State, actor_tx: optax.GradientTransformation, critic: nnx.State | None = None,
-               critic_tx: optax.GradientTransformation | None = None) -> TrainState:
-  """A fresh state; call under `jax.jit` with out_shardings to create optimizer states sharded."""
+               critic_tx: optax.GradientTransformation | None = None, rm: nnx.State | None = None,
+               ref: nnx.State | None = None) -> TrainState:
+  """A fresh state. `ref` must not share buffers with `actor` (the actor's are donated)."""
   return TrainState(step=jnp.zeros((), jnp.int32), actor=actor, actor_opt=actor_tx.init(actor),
-                    critic=critic, critic_opt=None if critic is None else critic_tx.init(critic))
+                    critic=critic, critic_opt=None if critic is None else critic_tx.init(critic),
+                    rm=rm, ref=ref)
 
 
 def place(tree, mesh: Mesh | None = None):

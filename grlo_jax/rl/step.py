@@ -1,7 +1,7 @@
 """The one jitted RL step: sample, score, advantages, PPO/GRPO updates -> new state, metrics.
 
-  step = make_train_step(cfg, defs, txs, reward_fn)
-  state, metrics = step(state, frozen, batch, rng)
+  step = jit_train_step(make_train_step(cfg, defs, txs, reward_fn), mesh, state, batch)
+  state, metrics = step(state, batch, rng)
 
 Inside one jit: repeat each prompt `n` times, sample responses with the policy's KV cache, compute
 old / reference log-probs and critic values on [B, P + R], score with `reward_fn`, place the score
@@ -23,7 +23,8 @@ from jax.sharding import Mesh
 from grlo_jax import sharding
 from grlo_jax.rl import advantages as adv_lib
 from grlo_jax.rl import losses
-from grlo_jax.rl.state import Frozen, TrainState
+from grlo_jax.rewards.shaping import token_level_rewards
+from grlo_jax.rl.state import TrainState
 from grlo_jax.sampling import SampleOutput, SamplingParams, generate_with_params
 
 
@@ -89,8 +90,9 @@ class Optimizers:
   critic: optax.GradientTransformation | None = None
 
 
-# reward_fn(frozen, batch, prompt_ids_bp, prompt_mask_bp, rollout) -> score_b float32
-RewardFn = Callable[[Frozen, dict, jax.Array, jax.Array, SampleOutput], jax.Array]
+# reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, rollout) -> score_b float32, where
+# batch_rep is the prompt batch repeated n times (see rewards.score.make_reward_fn).
+RewardFn = Callable[[TrainState, dict, jax.Array, jax.Array, SampleOutput], jax.Array]
 
 
 def _response_logits(graphdef, params, seq_bt, mask_bt, prompt_len: int, temperature: float) -> jax.Array:
@@ -129,14 +131,15 @@ def _map_micro(fn, k: int, *xs):
 
 
 def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: RewardFn):
-  """The pure step `(state, frozen, batch, rng) -> (state, metrics)`; see `jit_train_step`."""
+  """The pure step `(state, batch, rng) -> (state, metrics)`; see `jit_train_step`."""
   temp = cfg.sampling.temperature if cfg.sampling.temperature > 0 else 1.0
   estimator = adv_lib.get_adv_estimator_fn(cfg.adv_estimator)
 
-  def step(state: TrainState, frozen: Frozen, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
+  def step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(rng, state.step)
-    prompt_ids_bp = jnp.repeat(batch["input_ids_bp"], cfg.n, axis=0)
-    prompt_mask_bp = jnp.repeat(batch["attention_mask_bp"], cfg.n, axis=0).astype(bool)
+    batch_rep = {k: jnp.repeat(v, cfg.n, axis=0) for k, v in batch.items()}
+    prompt_ids_bp = batch_rep["input_ids_bp"]
+    prompt_mask_bp = batch_rep["attention_mask_bp"].astype(bool)
     b, p = prompt_ids_bp.shape
     group_b = jnp.repeat(jnp.arange(b // cfg.n, dtype=jnp.int32), cfg.n)
 
@@ -157,16 +160,15 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
       return jax.lax.stop_gradient(_map_micro(one, n_micro, seq_bt, seq_mask_bt, resp_br))
 
     old_logp_br = logp_of(defs.actor, state.actor)
-    ref_logp_br = logp_of(defs.actor, frozen.ref) if cfg.uses_ref else None
+    ref_logp_br = logp_of(defs.actor, state.ref) if cfg.uses_ref else None
     values_br = None
     if cfg.uses_critic:
       values_br = jax.lax.stop_gradient(_map_micro(
           lambda seq, m: _response_values(defs.critic, state.critic, seq, m, p), n_micro, seq_bt, seq_mask_bt))
 
     # Rewards and advantages.
-    score_b = reward_fn(frozen, batch, prompt_ids_bp, prompt_mask_bp, roll).astype(jnp.float32)
-    last_b = jnp.maximum(roll.lengths - 1, 0)
-    rewards_br = jax.nn.one_hot(last_b, r, dtype=jnp.float32) * score_b[:, None] * (roll.lengths > 0)[:, None]
+    score_b = reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll).astype(jnp.float32)
+    rewards_br = token_level_rewards(score_b, mask_br)
     metrics = {}
     if cfg.use_kl_in_reward:
       kl_br = losses.kl_penalty(old_logp_br, ref_logp_br, cfg.kl_penalty) * maskf_br
@@ -277,14 +279,13 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
   return step
 
 
-def jit_train_step(step, mesh: Mesh | None, state: TrainState, frozen: Frozen, batch: dict):
+def jit_train_step(step, mesh: Mesh | None, state: TrainState, batch: dict):
   """Jit `step` with explicit shardings for `mesh` (one device when None) and the state donated.
 
-  `state`, `frozen` and `batch` may be abstract; they only give the trees' structure and shapes.
+  `state` and `batch` may be abstract; they only give the trees' structure and shapes.
   """
   mesh = sharding.single_device_mesh() if mesh is None else mesh
   state_sh = sharding.tree_shardings(state, mesh)
   batch_sh = {k: sharding.batch_sharding(mesh, v.shape) for k, v in batch.items()}
-  return jax.jit(step, in_shardings=(state_sh, sharding.tree_shardings(frozen, mesh), batch_sh,
-                                     sharding.replicated(mesh)),
+  return jax.jit(step, in_shardings=(state_sh, batch_sh, sharding.replicated(mesh)),
                  out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
