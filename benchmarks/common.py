@@ -1,5 +1,6 @@
 """Shared benchmark set-up: peer-comparable presets, HF weights on disk, timing, provenance."""
 
+import json
 import os
 import pathlib
 import statistics
@@ -51,3 +52,13 @@ def git_rev() -> str:
 
 def machine() -> dict:
   return {"cpus": os.cpu_count(), "platform": sys.platform}
+
+
+def run_peer(python: str, script: str, args: list[str]) -> dict:
+  """Run a peer's script (in its own interpreter/venv) and read its last stdout line as JSON."""
+  res = subprocess.run([python, str(pathlib.Path(__file__).with_name(script)), *args], capture_output=True,
+                       text=True, check=False)
+  if res.returncode:
+    log(res.stderr[-3000:])
+    return {"error": (res.stderr.strip().splitlines() or ["failed"])[-1]}
+  return json.loads(res.stdout.strip().splitlines()[-1])

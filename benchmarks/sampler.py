@@ -9,7 +9,6 @@ one warm-up then the median of --repeats. Prints one JSON line; logs go to stder
 import argparse
 import json
 import pathlib
-import subprocess
 import tempfile
 
 import jax
@@ -58,16 +57,10 @@ def bench_transformers(path, ids_bp, new_tokens, repeats):
 
 
 def bench_tunix(python, path, ids_bp, new_tokens, repeats):
-  script = pathlib.Path(__file__).with_name("tunix_sampler.py")
   with tempfile.NamedTemporaryFile(suffix=".npy") as f:
     np.save(f.name, np.asarray(ids_bp))
-    res = subprocess.run([python, str(script), f"--model={path}", f"--prompts={f.name}",
-                          f"--new_tokens={new_tokens}", f"--repeats={repeats}"],
-                         capture_output=True, text=True, check=False)
-  if res.returncode:
-    common.log(res.stderr[-3000:])
-    return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
-  return json.loads(res.stdout.strip().splitlines()[-1])
+    return common.run_peer(python, "tunix_sampler.py", [f"--model={path}", f"--prompts={f.name}",
+                                                        f"--new_tokens={new_tokens}", f"--repeats={repeats}"])
 
 
 def main():

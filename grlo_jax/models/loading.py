@@ -46,7 +46,8 @@ def load_pretrained(path: epath.PathLike, dtype: Any = "float32", mesh: Mesh | N
 
   `dtype` is the weights' storage dtype; `compute_dtype` (default: `dtype`) the activations'.
   Each parameter goes straight onto its sharding on `mesh` (one device when None).
-  `overrides` replace ModelConfig fields (e.g. `remat=True`).
+  `overrides` replace ModelConfig fields (e.g. `remat=True`); `head="value"` on a causal-LM folder
+  gives a critic: the base model's weights with a new value head.
   """
   path = epath.Path(path)
   mesh = _mesh_or_single(mesh)
@@ -60,18 +61,33 @@ def load_pretrained(path: epath.PathLike, dtype: Any = "float32", mesh: Mesh | N
                           f"folder ({ORBAX_CONFIG})")
 
 
+HEAD_PARAMS = ("lm_head_dv", "value_d", "value_bias", "score_dc")
+
+
+def _new_head_param(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+  """A fresh head (e.g. the critic's value head on a causal-LM checkpoint): N(0, 0.02), zero bias."""
+  if name == "value_bias":
+    return np.zeros(shape, dtype)
+  return (np.random.default_rng(0).normal(size=shape) * 0.02).astype(dtype)
+
+
 def _load_hf(path: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transformer:
-  cfg = hf.config_from_hf(json.loads((path / "config.json").read_text()),
-                          source=str(path / "config.json"), **overrides)
+  file_cfg = hf.config_from_hf(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
+  cfg = file_cfg.replace(**overrides)
+  new_head = cfg.head != file_cfg.head  # e.g. head="value": a critic from the base model
   reader = hf.SafetensorsReader(path)
   try:
-    hf.check_keys(cfg, reader.keys(), str(path))
+    hf.check_keys(file_cfg, reader.keys(), str(path))
     graphdef, abs_state = abstract(cfg)
     shardings = traverse_util.flatten_dict(nnx.to_pure_dict(sharding.tree_shardings(abs_state, mesh)),
                                            sep="/")
     values = {}
     for name, var in traverse_util.flatten_dict(nnx.to_pure_dict(abs_state), sep="/").items():
-      host = hf.read_param(reader, cfg, name, var.shape, hf.host_dtype(var.dtype))
+      dtype = hf.host_dtype(var.dtype)
+      if new_head and name in HEAD_PARAMS:
+        host = _new_head_param(name, var.shape, dtype)
+      else:
+        host = hf.read_param(reader, cfg, name, var.shape, dtype)
       values[name] = hf.jax_array(host, shardings[name])
       del host  # one parameter on the host at a time
   finally:

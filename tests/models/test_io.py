@@ -98,3 +98,15 @@ def test_sharded_safetensors_folder(tmp_path):
   assert len(list((tmp_path / "multi").glob("*.safetensors"))) > 2
   again = models.load_pretrained(tmp_path / "multi")
   np.testing.assert_array_equal(np.asarray(again.blocks.wg_df.value), np.asarray(model.blocks.wg_df.value))
+
+
+def test_critic_from_a_causal_lm_gets_a_new_value_head(tmp_path):
+  hf_model = fx.save(transformers.Qwen3ForCausalLM, fx.qwen3_config(), tmp_path)
+  critic = models.load_pretrained(tmp_path, head="value")
+  lm = models.load_pretrained(tmp_path)
+  assert critic.cfg.head == "value" and not hasattr(critic, "lm_head_dv")
+  np.testing.assert_array_equal(np.asarray(critic.blocks.wq_dnh.value), np.asarray(lm.blocks.wq_dnh.value))
+  ids, mask = fx.left_padded_batch()
+  values = np.asarray(critic(ids, attention_mask=mask))
+  assert values.shape == ids.shape and np.isfinite(values).all()
+  del hf_model

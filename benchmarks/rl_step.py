@@ -1,0 +1,104 @@
+r"""Full RL step throughput (rollout + scoring + update) of grlo_jax, side by side with Tunix.
+
+  python -m benchmarks.rl_step --preset=tiny --algo=grpo [--tunix_python=/tmp/tunix_env/bin/python]
+
+Shapes follow ../shared/peers.md: GRPO 2 prompts x 4 samples, PPO 8 prompts x 1 with a critic;
+prompt 64, 128 new tokens at temperature 1 with no early stop; KL loss with beta 0.04 against a
+reference copy; float32. Policy, reference and critic load the same random HF weights (the critic
+with a new value head). Our step also runs a reward-model forward (a score-head model of the same
+preset) inside the jit, which Tunix's reward function does not: the comparison counts that
+against us. The rollout share is the time of `generate` alone over the step's time. Prints one
+JSON line; logs go to stderr.
+"""
+
+import argparse
+import json
+import pathlib
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from benchmarks import common
+from grlo_jax import models
+from grlo_jax.rewards.reward_model import RMTemplate
+from grlo_jax.rewards.score import make_reward_fn
+from grlo_jax.rl import state as state_lib
+from grlo_jax.rl.step import GraphDefs, Optimizers, RLConfig, jit_train_step, make_train_step
+from grlo_jax.sampling import SamplingParams, generate_with_params
+
+SHAPES = {"grpo": (2, 4), "ppo": (8, 1)}  # prompts, samples per prompt
+
+
+def bench_ours(path, algo, prompt_len, new_tokens, repeats, beta):
+  prompts, n = SHAPES[algo]
+  policy = models.load_pretrained(path)
+  ref = models.load_pretrained(path)
+  rm = models.load_pretrained(path, head="score", num_labels=1)
+  critic = models.load_pretrained(path, head="value") if algo == "ppo" else None
+  vocab = policy.cfg.vocab_size
+  sampling = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, stop_token_ids=())
+  cfg = RLConfig(sampling=sampling, n=n, adv_estimator="grpo" if algo == "grpo" else "gae",
+                 ppo_mini_batch_size=prompts, micro_batch_size=prompts * n, use_kl_loss=True,
+                 kl_loss_coef=beta, kl_loss_type="low_var_kl")
+  defs = GraphDefs(actor=nnx.graphdef(policy), critic=critic and nnx.graphdef(critic), rm=nnx.graphdef(rm))
+  txs = Optimizers(actor=state_lib.make_optimizer(1e-5), critic=state_lib.make_optimizer(1e-5))
+  st = state_lib.place(state_lib.init_state(nnx.state(policy), txs.actor, critic and nnx.state(critic),
+                                            txs.critic, rm=nnx.state(rm), ref=nnx.state(ref)))
+  template = RMTemplate(turn_end_ids=(vocab - 2, vocab - 1), pad_id=0, eos_ids=())
+  ids = np.random.default_rng(0).integers(1, vocab - 2, size=(prompts, prompt_len)).astype(np.int32)
+  batch = {"input_ids_bp": jnp.asarray(ids), "attention_mask_bp": jnp.ones_like(jnp.asarray(ids))}
+  step = jit_train_step(make_train_step(cfg, defs, txs, make_reward_fn(defs.rm, template)), None, st, batch)
+
+  box = {"st": st}
+
+  def run():
+    box["st"], box["m"] = step(box["st"], batch, jax.random.key(0))
+    jax.block_until_ready(box["m"])
+
+  first, _ = common.timed(run, 1)
+  sec, times = common.timed(run, repeats)
+  tokens = float(box["m"]["tokens/total"])
+
+  roll = jax.jit(lambda s, i, m, r: generate_with_params(nnx.merge(defs.actor, s), i, m, r, sampling))
+  rep_ids = jnp.repeat(batch["input_ids_bp"], n, 0)
+  rep_mask = jnp.ones_like(rep_ids)
+  jax.block_until_ready(roll(box["st"].actor, rep_ids, rep_mask, jax.random.key(0)))
+  roll_sec, _ = common.timed(lambda: jax.block_until_ready(
+      roll(box["st"].actor, rep_ids, rep_mask, jax.random.key(0))), repeats)
+  return {"median_s": sec, "times_s": times, "compile_s": first - sec, "tokens_per_step": tokens,
+          "tok_per_s": tokens / sec, "rollout_s": roll_sec, "share": {
+              "rollout": roll_sec / sec, "scoring_and_update": 1 - roll_sec / sec}}
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+  ap.add_argument("--algo", default="grpo", choices=sorted(SHAPES))
+  ap.add_argument("--prompt_len", type=int, default=64)
+  ap.add_argument("--new_tokens", type=int, default=128)
+  ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--beta", type=float, default=0.04)
+  ap.add_argument("--tunix_python", default=None)
+  a = ap.parse_args()
+  with tempfile.TemporaryDirectory() as tmp:
+    path = common.save_hf_preset(a.preset, pathlib.Path(tmp))
+    result = {"bench": "rl_step", "preset": a.preset, "algo": a.algo, "prompts_x_samples": SHAPES[a.algo],
+              "prompt_len": a.prompt_len, "new_tokens": a.new_tokens, "repeats": a.repeats,
+              "device": jax.devices()[0].device_kind, **common.machine(), "git": common.git_rev()}
+    common.log("grlo_jax ...")
+    result["grlo_jax"] = bench_ours(path, a.algo, a.prompt_len, a.new_tokens, a.repeats, a.beta)
+    if a.tunix_python:
+      common.log("tunix ...")
+      result["tunix"] = common.run_peer(a.tunix_python, "tunix_rl_step.py", [
+          f"--model={path}", f"--algo={a.algo}", f"--repeats={a.repeats}", f"--prompt_len={a.prompt_len}",
+          f"--new_tokens={a.new_tokens}", f"--beta={a.beta}"])
+      if "median_s" in result["tunix"]:
+        result["speedup_vs_tunix"] = result["tunix"]["median_s"] / result["grlo_jax"]["median_s"]
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()
