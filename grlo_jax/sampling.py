@@ -28,6 +28,9 @@ class SamplingParams:
   stop_token_ids: tuple[int, ...] = ()  # EOS and any other stop tokens
   pad_token_id: int = 0  # written after a row stops
   cache_dtype: str | None = None  # default: the model's compute dtype
+  # Decode over per-layer weight/cache buffers (a Python loop) instead of a layer scan; None: on
+  # CPU only, where scan slices cost copies (docs/benchmarks.md). Costs one weight copy per call.
+  unroll_decode: bool | None = None
 
 
 @struct.dataclass
@@ -105,12 +108,17 @@ def _generate(graphdef: nnx.GraphDef, state: nnx.State, input_ids_bp: jax.Array,
   init = _LoopState(step=jnp.ones((), jnp.int32), tokens_bn=sharding.constrain(tokens_bn, ("batch", None)),
                     logp_bn=logp_bn, done_b=done_b, cache=cache, rng=rng)
 
+  unroll = p.unroll_decode if p.unroll_decode is not None else jax.default_backend() == "cpu"
+  layers = model.unstack_layers() if unroll else None
+  if unroll:
+    init = init.replace(cache=init.cache.unstack())
+
   def cond(s: _LoopState) -> jax.Array:
     return (s.step < n) & ~jnp.all(s.done_b)
 
   def body(s: _LoopState) -> _LoopState:
     last_b1 = jax.lax.dynamic_slice_in_dim(s.tokens_bn, s.step - 1, 1, axis=1)
-    x_b1d, cache = model.hidden(last_b1, jnp.ones_like(last_b1, bool), cache=s.cache)
+    x_b1d, cache = model.hidden(last_b1, jnp.ones_like(last_b1, bool), cache=s.cache, layers=layers)
     rng, sub = jax.random.split(s.rng)
     tok_b, logp_b = sample_logits(model.head(x_b1d)[:, 0], sub, p)
     tok_b = jnp.where(s.done_b, p.pad_token_id, tok_b)

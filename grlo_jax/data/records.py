@@ -8,12 +8,13 @@ A record is verl's RL prompt format:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from etils import epath
+
+from grlo_jax.data.jsonl import iter_jsonl
 
 STYLES = ("model", "rule")
 ROLES = ("system", "user", "assistant", "tool")
@@ -93,16 +94,8 @@ def parse_record(obj: Any, *, index: int, where: str) -> PromptRecord:
 def read_jsonl(path: str | os.PathLike, *, first_index: int = 0) -> list[PromptRecord]:
   """Reads a JSONL file of records (blank lines skipped); errors name `path:line`."""
   records = []
-  with epath.Path(path).open("r") as f:
-    for line_no, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      where = f"{path}:{line_no}"
-      try:
-        obj = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise RecordError(f"{where}: invalid JSON: {e}") from e
-      records.append(parse_record(obj, index=first_index + len(records), where=where))
+  for where, _, obj in iter_jsonl(path, RecordError):
+    records.append(parse_record(obj, index=first_index + len(records), where=where))
   return records
 
 

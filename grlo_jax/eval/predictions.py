@@ -6,10 +6,10 @@ lines with the same benchmark and id are samples of one item, for pass@k.
 
 import collections
 import dataclasses
-import json
 import pathlib
 from typing import Callable, Iterable
 
+from grlo_jax.data.jsonl import iter_jsonl
 from grlo_jax.eval import benchmarks as bm
 from grlo_jax.eval import grading
 from grlo_jax.eval import win_rate
@@ -29,27 +29,19 @@ def read_predictions(path: str | pathlib.Path) -> list[Prediction]:
   """Parses and checks the file; errors name the file, the line and what is wrong."""
   path = pathlib.Path(path)
   out = []
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{line_no}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-      if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-      for key in REQUIRED_KEYS:
-        if key not in record:
-          raise ValueError(f"{where}: missing key {key!r}")
-      if not isinstance(record["completion"], str):
-        raise ValueError(f"{where}: 'completion' must be a string")
-      if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
-        raise ValueError(f"{where}: 'id' must be a string or an integer")
-      if record["benchmark"] not in bm.BENCHMARKS:
-        raise ValueError(f"{where}: unknown benchmark {record['benchmark']!r}")
-      out.append(Prediction(record["benchmark"], str(record["id"]), record["completion"], line_no))
+  for where, line_no, record in iter_jsonl(path):
+    if not isinstance(record, dict):
+      raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for key in REQUIRED_KEYS:
+      if key not in record:
+        raise ValueError(f"{where}: missing key {key!r}")
+    if not isinstance(record["completion"], str):
+      raise ValueError(f"{where}: 'completion' must be a string")
+    if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
+      raise ValueError(f"{where}: 'id' must be a string or an integer")
+    if record["benchmark"] not in bm.BENCHMARKS:
+      raise ValueError(f"{where}: unknown benchmark {record['benchmark']!r}")
+    out.append(Prediction(record["benchmark"], str(record["id"]), record["completion"], line_no))
   return out
 
 

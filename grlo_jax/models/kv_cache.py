@@ -33,4 +33,10 @@ class KVCache:
 
   @property
   def max_len(self) -> int:
-    return self.k_lbskh.shape[2]
+    return self.mask_bs.shape[1]
+
+  def unstack(self) -> KVCache:
+    """The same cache with K and V as tuples of L per-layer [1, B, S, K, H] buffers."""
+    layers = range(self.k_lbskh.shape[0])
+    return self.replace(k_lbskh=tuple(self.k_lbskh[l:l + 1] for l in layers),
+                        v_lbskh=tuple(self.v_lbskh[l:l + 1] for l in layers))

@@ -164,9 +164,14 @@ class Transformer(nnx.Module):
     return out if cache is None else (out, cache)
 
   def hidden(self, input_ids_bt: jax.Array, attention_mask: jax.Array | None = None, *,
-             positions_bt: jax.Array | None = None,
-             cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
-    """Final-norm hidden states [B, T, D] (and the updated cache)."""
+             positions_bt: jax.Array | None = None, cache: KVCache | None = None,
+             layers: list[dict[str, jax.Array]] | None = None) -> tuple[jax.Array, KVCache | None]:
+    """Final-norm hidden states [B, T, D] (and the updated cache).
+
+    `layers` (from `unstack_layers`) with a per-layer cache (`KVCache.unstack`) runs the blocks as
+    a Python loop over separate buffers instead of a scan: on XLA:CPU each scan iteration copies
+    its weight and cache slices, which dominates one-token decode steps.
+    """
     cfg = self.cfg
     b, t = input_ids_bt.shape
     mask_bt = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
@@ -194,6 +199,13 @@ class Transformer(nnx.Module):
 
     if cache is None:
       x_btd, _ = jax.lax.scan(lambda x, p: (layer(x, p), None), x_btd, self.blocks.weights())
+    elif layers is not None:
+      ks, vs = list(cache.k_lbskh), list(cache.v_lbskh)
+      for l, p in enumerate(layers):
+        x_btd, (ks[l], vs[l]) = _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts,
+                                       (ks[l], vs[l], 0, cache.index))
+      cache = cache.replace(k_lbskh=tuple(ks), v_lbskh=tuple(vs), mask_bs=slot_bs,
+                            pos_b=cache.pos_b + mask_bt.sum(axis=1, dtype=jnp.int32), index=cache.index + t)
     else:
       def cached_layer(carry, p_and_l):
         x_btd, k_lbskh, v_lbskh = carry
@@ -209,6 +221,10 @@ class Transformer(nnx.Module):
                             pos_b=cache.pos_b + mask_bt.sum(axis=1, dtype=jnp.int32),
                             index=cache.index + t)
     return rms_norm(x_btd, self.final_norm_d.value, cfg.rms_norm_eps), cache
+
+  def unstack_layers(self) -> list[dict[str, jax.Array]]:
+    """The block weights as L separate per-layer dicts (for `hidden(..., layers=...)`)."""
+    return [{k: v[l] for k, v in self.blocks.weights().items()} for l in range(self.cfg.num_layers)]
 
   def head(self, x_btd: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
     """Apply this model's head to hidden states (float32 output)."""

@@ -8,7 +8,7 @@ import torch
 import transformers
 
 from grlo_jax import models, sharding
-from grlo_jax.sampling import SamplingParams, generate, sample_logits
+from grlo_jax.sampling import SamplingParams, generate, generate_with_params, sample_logits
 from tests.models import hf_fixtures as fx
 
 LENGTHS = (9, 4, 6, 2)
@@ -32,6 +32,16 @@ def test_greedy_equals_transformers_generate(hf_and_model):
   np.testing.assert_array_equal(np.asarray(out.tokens), want)
   assert np.asarray(out.mask).all() and (np.asarray(out.lengths) == 32).all()
   assert out["tokens"].shape == (4, 32)  # dict-style access too
+
+
+def test_scanned_and_unrolled_decode_agree(hf_and_model):
+  _, model = hf_and_model
+  ids, mask = fx.left_padded_batch(seed=4, lengths=LENGTHS)
+  outs = [generate_with_params(model, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(2),
+                               SamplingParams(max_new_tokens=12, temperature=1.0, unroll_decode=u))
+          for u in (False, True)]
+  np.testing.assert_array_equal(np.asarray(outs[0].tokens), np.asarray(outs[1].tokens))
+  np.testing.assert_allclose(np.asarray(outs[0].logprobs), np.asarray(outs[1].logprobs), atol=1e-5)
 
 
 def test_logprobs_are_those_of_a_full_forward(hf_and_model):
