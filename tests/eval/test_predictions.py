@@ -16,7 +16,7 @@ def _write(path, lines):
 
 
 @pytest.mark.parametrize("bad_line, message", [
-    ('{"benchmark": "math500", "id": "x"', "not valid JSON"),
+    ('{"benchmark": "math500", "id": "x"', "invalid JSON"),
     ({"benchmark": "math500", "id": "test/algebra/1.json"}, "missing key 'completion'"),
     ({"id": "1", "completion": "x"}, "missing key 'benchmark'"),
     ({"benchmark": "math500", "completion": "x"}, "missing key 'id'"),
