@@ -71,6 +71,8 @@ def parse_record(obj: Any, *, index: int, where: str) -> PromptRecord:
       raise fail(f"prompt[{i}].role", f"{role!r} is not one of {ROLES}")
     content = typed(message, "content", str, f"prompt[{i}].content")
     messages.append({"role": role, "content": content})
+  if not any(m["content"].strip() for m in messages if m["role"] != "system"):
+    raise fail("prompt", "no message has any text (an empty prompt)")
   # Optional keys may be absent, or null where Parquet unified schemas across records.
   ability = typed(obj, "ability", str, "ability") if obj.get("ability") is not None else ""
   reward_model = typed(obj, "reward_model", Mapping, "reward_model")
@@ -91,11 +93,23 @@ def parse_record(obj: Any, *, index: int, where: str) -> PromptRecord:
       ground_truth=str(ground_truth), extra_info=dict(extra_info))
 
 
-def read_jsonl(path: str | os.PathLike, *, first_index: int = 0) -> list[PromptRecord]:
-  """Reads a JSONL file of records (blank lines skipped); errors name `path:line`."""
+OnError = Callable[[RecordError], None]
+
+
+def read_jsonl(path: str | os.PathLike, *, first_index: int = 0, on_error: OnError | None = None,
+               ) -> list[PromptRecord]:
+  """Reads a JSONL file of records (blank lines skipped); errors name `path:line`.
+
+  With `on_error`, a bad line or record goes to it and is skipped instead of raising.
+  """
   records = []
-  for where, _, obj in iter_jsonl(path, RecordError):
-    records.append(parse_record(obj, index=first_index + len(records), where=where))
+  for where, _, obj in iter_jsonl(path, RecordError, on_error):
+    try:
+      records.append(parse_record(obj, index=first_index + len(records), where=where))
+    except RecordError as e:
+      if on_error is None:
+        raise
+      on_error(e)
   return records
 
 
@@ -111,8 +125,12 @@ def read_parquet(path: str | os.PathLike, *, first_index: int = 0) -> list[Promp
           for i, row in enumerate(rows)]
 
 
-def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[PromptRecord]:
-  """Reads `.jsonl` / `.parquet` files in order; record indices run on across files."""
+def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike], *,
+                 on_error: OnError | None = None) -> list[PromptRecord]:
+  """Reads `.jsonl` / `.parquet` files in order; record indices run on across files.
+
+  `on_error` (JSONL): called with each bad line's error, which is then skipped.
+  """
   if isinstance(paths, (str, os.PathLike)):
     paths = [p for p in str(paths).split(",") if p] if isinstance(paths, str) else [paths]
   records: list[PromptRecord] = []
@@ -121,7 +139,7 @@ def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     if suffix == ".parquet":
       records += read_parquet(path, first_index=len(records))
     elif suffix == ".jsonl":
-      records += read_jsonl(path, first_index=len(records))
+      records += read_jsonl(path, first_index=len(records), on_error=on_error)
     else:
       raise ValueError(f"{path}: unknown prompt file type {suffix!r} (want .jsonl or .parquet)")
   return records

@@ -90,10 +90,20 @@ PRESETS: dict[str, ModelConfig] = {
     # Benchmark / test sizes shared with ../shared/peers.md.
     "tiny": ModelConfig(vocab_size=4096, hidden_size=256, intermediate_size=768, num_layers=4,
                         num_heads=8, num_kv_heads=4, head_dim=32),
+    # Test size: the training program's end-to-end tests (with the "tiny:512" tokenizer).
+    "nano": ModelConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                        num_kv_heads=2, head_dim=16),
     "small": ModelConfig(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_layers=8,
                          num_heads=8, num_kv_heads=4, head_dim=64),
 }
 PRESETS["qwen3_4b_base"] = PRESETS["qwen3_4b"]
+# Llama-3.1-8B (the paper's Skywork-Reward-V2-Llama-3.1-8B reward model backbone).
+PRESETS["llama3p1_8b"] = ModelConfig(
+    vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32,
+    num_kv_heads=8, head_dim=128, family="llama", qk_norm=False, rope_theta=500_000.0, rms_norm_eps=1e-5,
+    rope_llama3=(("factor", 8.0), ("high_freq_factor", 4.0), ("low_freq_factor", 1.0),
+                 ("original_max_position_embeddings", 8192.0)),
+    max_position_embeddings=131072, bos_token_id=128000, eos_token_id=128009, pad_token_id=128256 - 1)
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:

@@ -54,11 +54,15 @@ def load_pretrained(path: epath.PathLike, dtype: Any = "float32", mesh: Mesh | N
   dtype = str(np.dtype(hf.host_dtype(dtype)))
   overrides = dict(param_dtype=dtype, dtype=str(compute_dtype or dtype), **overrides)
   if (path / ORBAX_CONFIG).exists():
-    return _load_orbax(path, mesh, overrides)
+    cfg = ModelConfig.from_dict(json.loads((path / ORBAX_CONFIG).read_text()))
+    return _load_orbax(cfg, path / ORBAX_PARAMS, mesh, overrides)
   if (path / "config.json").exists():
     return _load_hf(path, mesh, overrides)
-  raise FileNotFoundError(f"{path}: neither an HF model folder (config.json) nor an Orbax model "
-                          f"folder ({ORBAX_CONFIG})")
+  from grlo_jax import checkpoint  # lazy: checkpoint imports the train state
+  if (found := checkpoint.policy_folder(path)) is not None:  # a training workdir or step folder
+    return _load_orbax(*found, mesh, overrides)
+  raise FileNotFoundError(f"{path}: neither an HF model folder (config.json), an Orbax model "
+                          f"folder ({ORBAX_CONFIG}), nor a training checkpoint (checkpoints/<step>/)")
 
 
 HEAD_PARAMS = ("lm_head_dv", "value_d", "value_bias", "score_dc")
@@ -96,14 +100,14 @@ def _load_hf(path: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transfo
   return nnx.merge(graphdef, abs_state)
 
 
-def _load_orbax(path: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transformer:
-  cfg = ModelConfig.from_dict(json.loads((path / ORBAX_CONFIG).read_text())).replace(**overrides)
+def _load_orbax(cfg: ModelConfig, params_dir: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transformer:
+  cfg = cfg.replace(**overrides)
   graphdef, abs_state = abstract(cfg)
   target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
                         nnx.to_pure_dict(abs_state),
                         nnx.to_pure_dict(sharding.tree_shardings(abs_state, mesh)))
   with ocp.StandardCheckpointer() as ckptr:
-    restored = ckptr.restore((path / ORBAX_PARAMS).resolve(), target)
+    restored = ckptr.restore(params_dir.resolve(), target)
   nnx.replace_by_pure_dict(abs_state, restored)
   return nnx.merge(graphdef, abs_state)
 

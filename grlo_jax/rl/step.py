@@ -53,6 +53,7 @@ class RLConfig:
   kl_penalty: str = "kl"
   kl_coef: float = 0.001
   cliprange_value: float = 0.5
+  num_logged_samples: int = 0  # rollouts returned in metrics["rollout/..."] for the host to log
 
   @property
   def uses_critic(self) -> bool:
@@ -235,17 +236,27 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
       (grads, aux), _ = jax.lax.scan(micro, (zeros, aux0), mini)
       return grads, aux
 
+    def apply(params, opt_state, tx, grads, loss):
+      """One optimizer update, skipped (params and moments kept) when the loss or a gradient is
+      not finite: one bad mini-batch must not poison the weights."""
+      grad_norm = optax.global_norm(grads)
+      ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+      upd, new_opt = tx.update(grads, opt_state, params)
+      new_params = optax.apply_updates(params, upd)
+      keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+      return keep(new_params, params), keep(new_opt, opt_state), grad_norm, 1.0 - ok.astype(jnp.float32)
+
     def update(st: TrainState, mini):
       info = losses.global_batch_info(mini["mask"])
       grads, aux = accumulate(actor_loss, st.actor, mini, info)
-      upd, actor_opt = txs.actor.update(grads, st.actor_opt, st.actor)
-      aux["actor/grad_norm"] = optax.global_norm(grads)
-      st = st.replace(actor=optax.apply_updates(st.actor, upd), actor_opt=actor_opt)
+      actor, actor_opt, aux["actor/grad_norm"], aux["actor/skipped_updates"] = apply(
+          st.actor, st.actor_opt, txs.actor, grads, aux["actor/pg_loss"])
+      st = st.replace(actor=actor, actor_opt=actor_opt)
       if cfg.uses_critic:
         cgrads, caux = accumulate(critic_loss, st.critic, mini, info)
-        cupd, critic_opt = txs.critic.update(cgrads, st.critic_opt, st.critic)
-        caux["critic/grad_norm"] = optax.global_norm(cgrads)
-        st = st.replace(critic=optax.apply_updates(st.critic, cupd), critic_opt=critic_opt)
+        critic, critic_opt, caux["critic/grad_norm"], caux["critic/skipped_updates"] = apply(
+            st.critic, st.critic_opt, txs.critic, cgrads, caux["critic/vf_loss"])
+        st = st.replace(critic=critic, critic_opt=critic_opt)
         aux |= caux
       return st, aux
 
@@ -253,7 +264,8 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
       return jax.lax.scan(update, st, minis)
 
     state, upd_metrics = jax.lax.scan(epoch, state, None, length=cfg.ppo_epochs)
-    metrics |= jax.tree.map(jnp.mean, upd_metrics)
+    skipped = {k: upd_metrics.pop(k).sum() for k in list(upd_metrics) if k.endswith("skipped_updates")}
+    metrics |= jax.tree.map(jnp.mean, upd_metrics) | skipped
     lengths_b = roll.lengths.astype(jnp.float32)
     metrics |= {
         "critic/score/mean": score_b.mean(), "critic/score/std": score_b.std(),
@@ -274,6 +286,10 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
       metrics["critic/values/mean"] = adv_lib.masked_mean(values_br, maskf_br)
     if ref_logp_br is not None:
       metrics["actor/kl_to_ref"] = adv_lib.masked_mean(old_logp_br - ref_logp_br, maskf_br)
+    if cfg.num_logged_samples:
+      k = min(cfg.num_logged_samples, b)
+      metrics |= {"rollout/index_b": batch_rep["index_b"][:k], "rollout/response_br": resp_br[:k],
+                  "rollout/mask_br": mask_br[:k], "rollout/score_b": score_b[:k]}
     return state.replace(step=state.step + 1), metrics
 
   return step

@@ -1,0 +1,152 @@
+r"""RLHF stage of GRLO: PPO + GAE critic on open-ended prompts scored by a reward model.
+
+  python launch/train.py --config=configs/grlo.py --workdir=gs://bucket/run \
+      --config.model.policy_path=gs://bucket/Qwen3-4B-Base \
+      --config.model.rm_path=gs://bucket/Skywork-Reward-V2-Qwen3-8B \
+      --config.data.train_files=gs://bucket/grlo_train_prompts.jsonl
+
+Presets (`--config=configs/grlo.py:NAME`):
+  (none)    the paper's recipe: Qwen3-4B-Base policy and critic, a Skywork-Reward-V2 Qwen3 RM
+            scored in-graph, 1024 prompts a step, responses up to 3072 tokens, 15 epochs.
+  llama_rm  the paper's exact RM, Skywork-Reward-V2-Llama-3.1-8B, through the re-tokenize path.
+  tiny      the embedded default: tiny random policy, critic and RM, the prompts that ship with
+            the package and a tokenizer built at start-up; trains on a laptop CPU in minutes.
+
+Keys follow verl's names where verl has one (docs/config.md maps GRLO's train.sh flags).
+"""
+
+import ml_collections
+
+
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 0  # cap on RL steps; 0 = data.num_epochs full passes
+
+  # Models. A *_path is an HF or Orbax folder (local or gs://); an empty path initialises the
+  # *_arch preset at random (tests, demos). The critic defaults to the policy with a new head.
+  c.model = ml_collections.ConfigDict()
+  c.model.policy_path = "/path/to/Qwen3-4B-Base"
+  c.model.policy_arch = "qwen3_4b_base"
+  c.model.critic_path = ""  # "" = policy_path with a new value head
+  c.model.rm_path = "/path/to/Skywork-Reward-V2-Qwen3-8B"
+  c.model.rm_arch = "qwen3_8b"
+  c.model.tokenizer = ""  # "" = policy_path's; "tiny[:VOCAB]" builds the tiny BPE
+  c.model.rm_tokenizer = ""  # "" = rm_path's, else the policy's
+  c.model.param_dtype = "float32"  # master weights and optimizer state
+  c.model.compute_dtype = "bfloat16"
+  c.model.rm_dtype = "bfloat16"  # frozen reward model (and reference) weights
+  c.model.remat = True  # gradient checkpointing, as the paper's launcher
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train_files = "/path/to/grlo_train_prompts.jsonl"  # comma-separated; .jsonl / .parquet
+  c.data.train_batch_size = 1024  # prompts per RL step
+  c.data.max_prompt_length = 1024  # longer prompts are filtered out (counted and logged)
+  c.data.num_epochs = 15
+  c.data.skip_bad_records = False  # True: skip and count malformed records instead of failing
+  c.data.chat_template_kwargs = ml_collections.ConfigDict()
+
+  c.rollout = ml_collections.ConfigDict()
+  c.rollout.n = 1  # responses per prompt
+  c.rollout.response_length = 3072
+  c.rollout.temperature = 1.0
+  c.rollout.top_p = 1.0
+  c.rollout.top_k = 0  # 0 = off (verl: -1)
+  c.rollout.cache_dtype = ""  # "" = model.compute_dtype
+
+  c.algorithm = ml_collections.ConfigDict()
+  c.algorithm.adv_estimator = "gae"  # gae | grpo | rloo | reinforce_plus_plus
+  c.algorithm.gamma = 1.0
+  c.algorithm.lam = 1.0
+  c.algorithm.norm_adv_by_std_in_grpo = True
+  c.algorithm.use_kl_in_reward = False
+  c.algorithm.kl_penalty = "kl"
+  c.algorithm.kl_coef = 0.001
+
+  c.actor = ml_collections.ConfigDict()
+  c.actor.optim = _optim(lr=1e-6)
+  c.actor.ppo_mini_batch_size = 256  # prompts per mini-batch
+  c.actor.micro_batch_size = 8  # responses per gradient-accumulation step (memory knob)
+  c.actor.ppo_epochs = 1
+  c.actor.clip_ratio_low = 0.2
+  c.actor.clip_ratio_high = 0.2
+  c.actor.clip_ratio_c = 3.0
+  c.actor.loss_agg_mode = "token-mean"
+  c.actor.entropy_coeff = 0.0
+  c.actor.use_kl_loss = False
+  c.actor.kl_loss_coef = 0.001
+  c.actor.kl_loss_type = "low_var_kl"
+
+  c.critic = ml_collections.ConfigDict()
+  c.critic.optim = _optim(lr=1e-5)
+  c.critic.cliprange_value = 0.5
+
+  c.reward = ml_collections.ConfigDict()
+  c.reward.retokenize = False  # True: decode and re-tokenize for an RM with another tokenizer
+  c.reward.rm_max_length = 4096  # re-tokenize path: fixed RM input length
+  c.reward.rule_for_all = False  # True: the verifier scores every record, style aside (RLVR)
+  c.reward.rule = "math"  # verifier for records with reward_model.style == "rule": math | exact
+  c.reward.format_penalty = 0.0  # rule rows: subtracted when no final answer can be extracted
+  c.reward.overlong_buffer_len = 0  # shaping, all off as in GRLO
+  c.reward.overlong_penalty_factor = 1.0
+  c.reward.truncation_penalty = 0.0
+  c.reward.length_penalty_coef = 0.0
+
+  # Mesh over all devices of all processes; -1 takes the rest. dcn_* multiply across slices.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = 1
+  c.mesh.fsdp = -1
+  c.mesh.tensor = 1
+  c.mesh.dcn_data = 1
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 20
+  c.checkpoint.max_to_keep = 3
+  c.checkpoint.async_save = True
+
+  c.log = ml_collections.ConfigDict()
+  c.log.every_steps = 1
+  c.log.samples_every_steps = 10  # rollouts (prompt, response, reward) to samples.jsonl
+  c.log.num_samples = 4
+  c.log.tensorboard = True
+  c.max_bad_steps = 3  # stop after this many steps in a row with non-finite losses
+
+  if preset == "llama_rm":
+    c.model.rm_path = "/path/to/Skywork-Reward-V2-Llama-3.1-8B"
+    c.model.rm_arch = "llama3p1_8b"
+    c.reward.retokenize = True
+  elif preset == "tiny":
+    _tiny(c)
+  elif preset:
+    raise ValueError(f"unknown preset {preset!r} for configs/grlo.py; known: llama_rm, tiny")
+  return c
+
+
+def _optim(lr: float) -> ml_collections.ConfigDict:
+  """AdamW, constant rate after an optional warm-up (verl's actor/critic optim defaults)."""
+  return ml_collections.ConfigDict(dict(lr=lr, weight_decay=0.01, grad_clip=1.0, warmup_steps=0,
+                                        betas=(0.9, 0.999)))
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  """Random tiny models and the shipped prompts: the whole path in minutes on a CPU."""
+  c.model.policy_path = ""
+  c.model.policy_arch = "tiny"
+  c.model.rm_path = ""
+  c.model.rm_arch = "tiny"
+  c.model.tokenizer = "tiny"
+  c.model.compute_dtype = "float32"
+  c.model.rm_dtype = "float32"
+  c.model.remat = False
+  c.data.train_files = "tiny"  # grlo_jax/data/tiny_prompts.jsonl
+  c.data.train_batch_size = 16
+  c.data.max_prompt_length = 64
+  c.data.num_epochs = 100
+  c.rollout.response_length = 16
+  c.actor.optim.lr = 1e-4
+  c.critic.optim.lr = 1e-3
+  c.actor.ppo_mini_batch_size = 8
+  c.actor.micro_batch_size = 8
+  c.total_steps = 20
+  c.checkpoint.every_steps = 10
+  c.log.samples_every_steps = 5

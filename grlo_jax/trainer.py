@@ -1,0 +1,292 @@
+"""The outer loop: data -> jitted RL step -> metrics -> checkpoint, resumable and preemptible.
+
+  state = trainer.train(config, workdir)          # what `launch/train.py` runs
+
+Every process runs this same loop (multi-controller JAX): each reads its own rows of every
+global batch, the step runs on the global mesh, process 0 writes metrics and samples, and all
+processes take part in Orbax saves. A run resumes from the newest checkpoint in `workdir`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import resource
+import signal
+import time
+import jax
+import ml_collections
+import numpy as np
+from etils import epath
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from grlo_jax import checkpoint as ckpt_lib
+from grlo_jax import data, metrics, models, sharding
+from grlo_jax.rewards import retokenize
+from grlo_jax.rewards.reward_model import rm_template_ids
+from grlo_jax.rewards.score import make_reward_fn, make_rule_fn
+from grlo_jax.rl import build
+from grlo_jax.rl import state as state_lib
+from grlo_jax.rl.step import GraphDefs, RewardFn, jit_train_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+  """Too many steps in a row had non-finite losses; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class _Models:
+  actor: models.Transformer
+  critic: models.Transformer | None
+  rm: models.Transformer | None
+  ref: models.Transformer | None
+
+  def graphdefs(self) -> GraphDefs:
+    gd = lambda m: None if m is None else nnx.graphdef(m)
+    return GraphDefs(actor=gd(self.actor), critic=gd(self.critic), rm=gd(self.rm))
+
+
+def make_mesh(c: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """The (data, fsdp, tensor) mesh over every device of every process; `mesh.dcn_data` slices
+  are stacked on the data axis (ICI inside a slice, DCN across)."""
+  shape = {"data": c.mesh.data, "fsdp": c.mesh.fsdp, "tensor": c.mesh.tensor}
+  if c.mesh.dcn_data == 1:
+    return sharding.make_mesh(shape)
+  from jax.experimental import mesh_utils
+  per_slice = jax.device_count() // c.mesh.dcn_data
+  ici = [shape[a] if shape[a] != -1 else 0 for a in sharding.MESH_AXES]
+  if 0 in ici:
+    ici[ici.index(0)] = per_slice // int(np.prod([s for s in ici if s]))
+  devices = mesh_utils.create_hybrid_device_mesh(ici, [c.mesh.dcn_data, 1, 1])
+  return jax.sharding.Mesh(devices, sharding.MESH_AXES)
+
+
+def _load_models(c: ml_collections.ConfigDict, mesh, vocab_needed: int) -> _Models:
+  arch = build.arch_configs(c)
+  m = c.model
+
+  def get(role: str, path: str, seed: int, **overrides) -> models.Transformer | None:
+    cfg = arch[role]
+    if cfg is None:
+      return None
+    if path:
+      log.info("%s: loading %s", role, path)
+      out = models.load_pretrained(path, dtype=cfg.param_dtype, mesh=mesh, compute_dtype=cfg.dtype,
+                                   remat=cfg.remat, **overrides)
+    else:
+      log.warning("%s: no path set, initialising the %r preset at random", role, m.policy_arch
+                  if role != "rm" else m.rm_arch)
+      out = models.init_model(cfg.replace(**overrides), seed=seed, mesh=mesh)
+    if out.cfg.head == "lm" and out.cfg.vocab_size < vocab_needed:
+      raise ValueError(f"model.{role}: vocab_size {out.cfg.vocab_size} < the tokenizer's {vocab_needed} ids")
+    return out
+
+  return _Models(actor=get("actor", m.policy_path, seed=c.seed),
+                 critic=get("critic", m.critic_path or m.policy_path, seed=c.seed + 1, head="value",
+                            num_labels=1),
+                 rm=get("rm", m.rm_path, seed=c.seed + 2, head="score", num_labels=1),
+                 ref=get("ref", m.policy_path, seed=c.seed))
+
+
+def _read_prompts(c: ml_collections.ConfigDict, tokenizer) -> tuple[data.PromptSet, int]:
+  files = str(data.TINY_PROMPTS) if c.data.train_files == "tiny" else c.data.train_files
+  bad = []
+
+  def skip(e: data.RecordError) -> None:
+    log.warning("skipping: %s", e)
+    bad.append(e)
+
+  records = data.read_records(files, on_error=skip if c.data.skip_bad_records else None)
+  if bad:
+    log.warning("skipped %d malformed records (data.skip_bad_records=True)", len(bad))
+  prompts = data.encode_prompts(records, tokenizer, max_prompt_length=c.data.max_prompt_length,
+                                chat_template_kwargs=c.data.chat_template_kwargs.to_dict())
+  return prompts, len(bad)
+
+
+def _reward_fn(c: ml_collections.ConfigDict, defs: GraphDefs, prompts: data.PromptSet, tokenizer,
+               ids: data.SpecialIds) -> RewardFn:
+  by_index = {p.record.index: p for p in prompts.prompts}
+  needs_rule = c.reward.rule_for_all or any(p.record.style == "rule" for p in prompts.prompts)
+  decode = lambda t, m: retokenize.decode_responses(t, m, tokenizer, ids.eos_ids)
+  rule_fn = None
+  if needs_rule:
+    from grlo_jax.rewards.verifiers import math as math_verifier  # lazy: math-verify is heavy
+    verifiers = {"math": math_verifier.math_reward,
+                 "exact": lambda text, truth: float(math_verifier.extract_answer(text) == truth.strip())}
+    if c.reward.rule not in verifiers:
+      raise ValueError(f"reward.rule={c.reward.rule!r}; known: {sorted(verifiers)}")
+    rule_fn = make_rule_fn(decode, {i: p.record.ground_truth for i, p in by_index.items()},
+                           verifiers[c.reward.rule], format_penalty=c.reward.format_penalty,
+                           has_answer=lambda text: math_verifier.extract_answer(text) is not None)
+  template, rm_input_fn = None, None
+  if defs.rm is not None:
+    rm_tok_path = c.model.rm_tokenizer or (c.model.rm_path if c.reward.retokenize else "")
+    if c.reward.retokenize:
+      rm_tok = data.load_tokenizer(rm_tok_path)
+      rm_input_fn = lambda t, m, index_b: retokenize.retokenize_for_rm(
+          [by_index[int(i)].record.messages for i in index_b], t, m, tokenizer, rm_tok,
+          c.reward.rm_max_length, eos_ids=ids.eos_ids)
+    else:
+      rm_tok = data.load_tokenizer(rm_tok_path) if rm_tok_path else tokenizer
+      template = rm_template_ids(rm_tok, tokenizer, eos_ids=ids.eos_ids,
+                                 chat_template_kwargs=c.data.chat_template_kwargs.to_dict())
+  return make_reward_fn(defs.rm, template, rule_fn=rule_fn, shaping=build.shaping_config(c),
+                        rm_input_fn=rm_input_fn, rm_input_length=c.reward.rm_max_length,
+                        rule_for_all=c.reward.rule_for_all)
+
+
+class _Preemption:
+  """SIGTERM (TPU maintenance, spot reclaim, `stop.sh`) asks the loop to save and exit cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    log.warning("SIGTERM: saving a checkpoint and exiting")
+    self.requested = True
+
+  def agreed(self) -> bool:
+    """Whether any process was asked to stop (all processes must save the same step)."""
+    if jax.process_count() == 1:
+      return self.requested
+    return bool(multihost_utils.process_allgather(np.asarray(self.requested)).any())
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._old)
+
+
+def _peak_host_gib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def _global_batch(host_batch: dict, mesh) -> dict:
+  """This process's rows -> global arrays sharded over the data axes (DEVICE_KEYS only)."""
+  out = {}
+  for k in data.DEVICE_KEYS:
+    local = host_batch[k]
+    global_shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
+    out[k] = jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, global_shape), local,
+                                                    global_shape)
+  return out
+
+
+def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: RewardFn | None = None,
+          ) -> state_lib.TrainState:
+  """Runs (or resumes) the config's training in `workdir`; returns the final train state.
+
+  `reward_fn` replaces the configured reward (see `rl.step.RewardFn`), for custom rewards.
+  """
+  workdir = epath.Path(workdir)
+  lead = jax.process_index() == 0
+  if lead:
+    workdir.mkdir(parents=True, exist_ok=True)
+  mesh = make_mesh(c)
+  log.info("mesh %s over %d devices, %d processes", dict(mesh.shape), mesh.size, jax.process_count())
+
+  # Tokenizer: saved with the run, so evaluation and a resume read the same one.
+  tok_dir = workdir / ckpt_lib.TOKENIZER
+  tok_spec = c.model.tokenizer or c.model.policy_path
+  tokenizer = data.load_tokenizer(tok_dir if (tok_dir / "tokenizer_config.json").exists() else tok_spec,
+                                  cache_dir=workdir / "tokenizer_cache")
+  if lead and not (tok_dir / "tokenizer_config.json").exists():
+    tokenizer.save_pretrained(str(tok_dir))
+  ids = data.special_ids(tokenizer)
+
+  prompts, num_bad = _read_prompts(c, tokenizer)
+  rl = dataclasses.replace(build.rl_config(c, stop_token_ids=ids.eos_ids, pad_token_id=ids.pad_id),
+                           num_logged_samples=c.log.num_samples)
+  per_epoch = data.steps_per_epoch(prompts, c.data.train_batch_size)
+  total_steps = per_epoch * c.data.num_epochs
+  if c.total_steps > 0:
+    total_steps = min(total_steps, c.total_steps)
+  iterator = data.make_prompt_iterator(prompts, batch_size=c.data.train_batch_size, seed=c.seed,
+                                       num_epochs=c.data.num_epochs)
+
+  with jax.set_mesh(mesh):
+    mdl = _load_models(c, mesh, len(tokenizer))
+    defs = mdl.graphdefs()
+    txs = build.optimizers(c)
+    st = state_lib.place(state_lib.init_state(
+        nnx.state(mdl.actor), txs.actor, None if mdl.critic is None else nnx.state(mdl.critic), txs.critic,
+        rm=None if mdl.rm is None else nnx.state(mdl.rm), ref=None if mdl.ref is None else nnx.state(mdl.ref)),
+        mesh)
+    del mdl
+    reward_fn = reward_fn or _reward_fn(c, defs, prompts, tokenizer, ids)
+
+    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=c.checkpoint.max_to_keep,
+                                         async_save=c.checkpoint.async_save)
+    start = checkpointer.latest_step() or 0
+    if start:
+      log.info("resuming from %s/%d", checkpointer.directory, start)
+      st = checkpointer.restore(start, st, iterator, mesh)
+    meta = {"config": json.loads(c.to_json_best_effort()), "policy_model": nnx.merge(defs.actor, st.actor)
+            .cfg.to_dict(), "steps_per_epoch": per_epoch, "total_steps": total_steps}
+
+    step_fn = jit_train_step(make_train_step(rl, defs, txs, reward_fn), mesh, st, build.abstract_batch(c))
+    writer = metrics.MetricWriter(workdir, tensorboard=c.log.tensorboard, enabled=lead)
+    progress = metrics.Progress(total_steps, start)
+    preempt = _Preemption()
+    rng = jax.random.key(c.seed)
+    bad_streak, saved = 0, start
+    log.info("training steps %d..%d (%d per epoch, %d prompts kept of %d, %d skipped as malformed)",
+             start + 1, total_steps, per_epoch, len(prompts.prompts), prompts.num_read, num_bad)
+    try:
+      step = start
+      while step < total_steps:
+        host_batch = next(iterator)
+        t0 = time.perf_counter()
+        st, m = step_fn(st, _global_batch(host_batch, mesh), rng)
+        m = jax.device_get(m)
+        seconds = time.perf_counter() - t0
+        step += 1
+        rollout = {k: m.pop(k) for k in list(m) if k.startswith("rollout/")}
+        skipped = float(m.get("actor/skipped_updates", 0) + m.get("critic/skipped_updates", 0))
+        bad = skipped > 0 or not np.isfinite(m["reward/mean"])
+        bad_streak = bad_streak + 1 if bad else 0
+        m |= {"throughput/tokens_per_s": float(m["tokens/total"]) / seconds, "time/step_s": seconds,
+              "train/epoch": (step - 1) // per_epoch, "data/skipped_records": num_bad,
+              "data/filtered_prompts": prompts.num_dropped, "system/peak_host_gib": _peak_host_gib()}
+        if step % c.log.every_steps == 0 or step == total_steps:
+          writer.scalars(step, m)
+          log.info(progress.line(step, seconds, float(m["tokens/total"]), float(m["reward/mean"])))
+        if bad:
+          log.warning("step %d: non-finite loss or reward, update skipped (%d in a row)", step, bad_streak)
+          if bad_streak >= c.max_bad_steps:
+            raise NonFiniteError(f"{bad_streak} steps in a row with non-finite losses (max_bad_steps="
+                                 f"{c.max_bad_steps}); stopping. The last good checkpoint is step {saved} "
+                                 f"in {checkpointer.directory}")
+        if c.log.samples_every_steps and step % c.log.samples_every_steps == 0 and rollout:
+          writer.samples(step, _sample_rows(rollout, by_index={p.record.index: p for p in prompts.prompts},
+                                            tokenizer=tokenizer))
+        stop = preempt.agreed()
+        if not bad_streak and (step % c.checkpoint.every_steps == 0 or step == total_steps or stop):
+          checkpointer.save(step, st, iterator, meta | {"step": step})
+          saved = step
+        if stop:
+          log.warning("stopped by SIGTERM at step %d, checkpoint saved", step)
+          break
+    finally:
+      checkpointer.wait()
+      checkpointer.close()
+      writer.close()
+      preempt.restore()
+  return st
+
+
+def _sample_rows(rollout: dict, by_index: dict, tokenizer) -> list[dict]:
+  rows = []
+  for i, resp, mask, score in zip(rollout["rollout/index_b"], rollout["rollout/response_br"],
+                                  rollout["rollout/mask_br"], rollout["rollout/score_b"]):
+    p = by_index[int(i)]
+    rows.append({"index": int(i), "prompt": p.text,
+                 "response": tokenizer.decode(np.asarray(resp)[np.asarray(mask).astype(bool)]),
+                 "reward": float(score)})
+  return rows
+

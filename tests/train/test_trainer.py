@@ -1,0 +1,166 @@
+"""The training program in-process: exact resume, sharding, bad input, non-finite losses, configs."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import grlo, rlvr
+from grlo_jax import checkpoint, data, models, sharding, trainer
+from grlo_jax.rl import build
+
+
+def nano(cfg=None, **overrides):
+  """The tiny preset at test size: 2-layer models, a 512-id tokenizer, 8 prompts x 8 tokens."""
+  c = cfg or grlo.get_config("tiny")
+  c.model.policy_arch = "nano"
+  if c.model.rm_arch:
+    c.model.rm_arch = "nano"
+  c.model.tokenizer = "tiny:512"
+  c.data.train_batch_size = 8
+  c.actor.ppo_mini_batch_size = 4 if c.rollout.n == 1 else 2
+  c.actor.micro_batch_size = 4
+  c.rollout.response_length = 8
+  c.log.samples_every_steps = 1
+  c.log.num_samples = 64
+  c.log.tensorboard = False
+  c.checkpoint.every_steps = 2
+  for key, value in overrides.items():
+    c.update_from_flattened_dict({key: value})
+  return c
+
+
+def read_jsonl(path):
+  return [json.loads(line) for line in open(path)]
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_resume_is_exact(tmp_path):
+  """2 steps, stop, resume for 2 more == 4 steps in one go: same parameters bit for bit, same data."""
+  whole = trainer.train(nano(total_steps=4), tmp_path / "whole")
+  trainer.train(nano(total_steps=2), tmp_path / "split")
+  assert checkpoint.Checkpointer(tmp_path / "split").latest_step() == 2
+  resumed = trainer.train(nano(total_steps=4), tmp_path / "split")
+  assert int(resumed.step) == 4
+  for name in ("actor", "critic", "actor_opt", "critic_opt"):
+    for a, b in zip(_leaves(getattr(whole, name)), _leaves(getattr(resumed, name))):
+      np.testing.assert_array_equal(a, b, err_msg=name)
+  order = lambda d: [(r["step"], r["index"]) for r in read_jsonl(tmp_path / d / "samples.jsonl")]
+  assert order("whole") == order("split")
+  steps = [r["step"] for r in read_jsonl(tmp_path / "split" / "metrics.jsonl")]
+  assert steps == [1, 2, 3, 4]
+  rec = read_jsonl(tmp_path / "whole" / "metrics.jsonl")[-1]
+  for key in ("reward/mean", "response_length/mean", "throughput/tokens_per_s", "actor/pg_loss",
+              "critic/vf_loss"):
+    assert np.isfinite(rec[key]), key
+  # Each epoch (8 of the 64 shipped prompts a step, 8 steps) visits prompts without repeats.
+  indices = [i for _, i in order("whole")]
+  assert len(set(indices)) == len(indices) == 32
+
+
+def test_the_policy_checkpoint_loads_as_a_model(tmp_path):
+  st = trainer.train(nano(total_steps=2), tmp_path)
+  model = models.load_pretrained(tmp_path)  # a workdir: its newest step's policy
+  for a, b in zip(_leaves(st.actor), _leaves(nnx.state(model))):
+    np.testing.assert_array_equal(a, b)
+  assert checkpoint.tokenizer_folder(tmp_path) == str(tmp_path / "tokenizer")
+  assert len(data.load_tokenizer(checkpoint.tokenizer_folder(tmp_path))) <= 512
+
+
+def test_eight_devices_shard_batch_and_parameters(tmp_path):
+  c = nano(total_steps=2)
+  c.mesh.fsdp, c.mesh.tensor = 4, 2
+  st = trainer.train(c, tmp_path)
+  wq = st.actor["blocks"]["wq_dnh"].value
+  assert len(wq.sharding.device_set) == 8
+  assert wq.sharding.spec == sharding.spec(("layers", "embed", "q_heads", "head_dim"), wq.shape,
+                                           wq.sharding.mesh)
+  assert wq.addressable_shards[0].data.size == wq.size // 8
+
+
+def test_rlvr_tiny_trains_with_the_verifier(tmp_path):
+  c = nano(rlvr.get_config("tiny"), total_steps=2)
+  st = trainer.train(c, tmp_path)
+  assert int(st.step) == 2 and st.critic is None and st.rm is None
+  rows = read_jsonl(tmp_path / "samples.jsonl")
+  # 1 for a right answer, 0 for a wrong one, -format_penalty without any answer.
+  assert {r["reward"] for r in rows} <= {1.0, 0.0, -0.1, 0.9}
+  assert len(read_jsonl(tmp_path / "metrics.jsonl")) == 2
+
+
+def test_non_finite_losses_skip_updates_then_stop_with_the_last_good_checkpoint(tmp_path):
+  c = nano(total_steps=8, max_bad_steps=2)
+
+  def nan_after_two(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll):
+    score = roll.mask.sum(-1).astype(jnp.float32)
+    return jnp.where(state.step >= 2, jnp.nan, score)
+
+  with pytest.raises(trainer.NonFiniteError, match="last good checkpoint is step 2"):
+    trainer.train(c, tmp_path, reward_fn=nan_after_two)
+  assert checkpoint.Checkpointer(tmp_path).latest_step() == 2
+  rows = read_jsonl(tmp_path / "metrics.jsonl")
+  assert [r["actor/skipped_updates"] for r in rows] == [0, 0, 2, 2]  # 2 mini-batches a step
+  good = models.load_pretrained(tmp_path)
+  assert all(np.isfinite(x).all() for x in _leaves(nnx.state(good)))
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"prompt": [', "p.jsonl:2: invalid JSON"),
+    (b'{"prompt": "\xff"}', "p.jsonl:2: invalid UTF-8"),
+    ('{"data_source": "x", "ability": "a", "reward_model": {"style": "model"}}', "p.jsonl:2: key 'prompt'"),
+    ('{"data_source": "x", "prompt": [{"role": "user", "content": " "}], "reward_model": {"style": "model"}}',
+     "p.jsonl:2: key 'prompt': no message has any text"),
+])
+def test_bad_records_name_file_and_line_or_are_skipped_and_counted(tmp_path, line, message):
+  good = open(data.TINY_PROMPTS, "rb").read().splitlines()
+  path = tmp_path / "p.jsonl"
+  bad = line if isinstance(line, bytes) else line.encode()
+  path.write_bytes(b"\n".join([good[0], bad] + good[1:9]) + b"\n")
+  with pytest.raises(data.RecordError, match=message.replace("[", r"\[")):
+    trainer.train(nano(total_steps=1, **{"data.train_files": str(path)}), tmp_path / "run")
+  assert not (tmp_path / "run" / "checkpoints").exists()  # failed before anything was written
+
+  c = nano(total_steps=1, **{"data.train_files": str(path), "data.skip_bad_records": True})
+  trainer.train(c, tmp_path / "skip")
+  (rec,) = read_jsonl(tmp_path / "skip" / "metrics.jsonl")
+  assert rec["data/skipped_records"] == 1
+
+
+def test_missing_weights_name_the_path(tmp_path):
+  c = nano(total_steps=1, **{"model.policy_path": str(tmp_path / "nope")})
+  with pytest.raises(FileNotFoundError, match="nope"):
+    trainer.train(c, tmp_path / "run")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("actor.ppo_mini_batch_size", 3, "actor.ppo_mini_batch_size=3 does not divide data.train_batch_size=8"),
+    ("actor.micro_batch_size", 3, "actor.micro_batch_size=3 does not divide"),
+    ("algorithm.adv_estimator", "nope", "algorithm.adv_estimator='nope'"),
+])
+def test_impossible_configs_name_the_key(key, value, message):
+  with pytest.raises(ValueError, match=message):
+    build.rl_config(nano(**{key: value}))
+
+
+@pytest.mark.parametrize("preset", ["", "llama_rm"])
+def test_paper_scale_step_lowers_without_weights(preset):
+  """The full-size step (Qwen3-4B policy and critic, 8B RM, 1024 x 3072) lowers on abstract inputs."""
+  c = grlo.get_config(preset)
+  mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
+  text = build.lower_step(c, mesh).as_text()
+  assert "1024x3072" in text or "3072" in text
+  cfgs = build.arch_configs(c)
+  assert cfgs["actor"].hidden_size == 2560 and cfgs["critic"].head == "value"
+  assert cfgs["rm"].hidden_size == 4096 and cfgs["rm"].family == ("llama" if preset else "qwen3")
+
+
+def test_rlvr_default_lowers():
+  c = rlvr.get_config()
+  assert build.arch_configs(c)["rm"] is None and c.algorithm.adv_estimator == "grpo"
+  build.lower_step(c, sharding.make_mesh())
