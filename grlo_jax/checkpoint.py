@@ -61,8 +61,12 @@ def _rest(state: TrainState) -> dict:
 
 def _abstract_on(tree: Any, mesh: Mesh) -> Any:
   """Shape, dtype and target sharding of every leaf of `tree` on `mesh`."""
-  shardings = sharding.tree_shardings(tree, mesh)
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+  def one(x, s):
+    if isinstance(x, nnx.Variable):
+      return x.replace(jax.ShapeDtypeStruct(x.value.shape, x.value.dtype, sharding=s))
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+  return jax.tree.map(one, tree, sharding.tree_shardings(tree, mesh),
+                      is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 class Checkpointer:

@@ -17,6 +17,7 @@ import jax
 from absl import app, flags, logging
 from etils import epath
 
+from grlo_jax import checkpoint as checkpoint_lib
 from grlo_jax import data, models
 from grlo_jax.eval import benchmarks as bm
 from grlo_jax.eval import predictions as predictions_lib
@@ -76,18 +77,13 @@ def _benchmarks(data_dir: str, default: Sequence[str]) -> list[str]:
 
 
 def _tokenizer_spec(checkpoint: str) -> str:
+  """--tokenizer, else the checkpoint folder's own, else the one saved with a training run."""
   if _TOKENIZER.value:
     return _TOKENIZER.value
   if (epath.Path(checkpoint) / "tokenizer_config.json").exists():
     return checkpoint
-  try:
-    from grlo_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    checkpoint_lib = None
-  if hasattr(checkpoint_lib, "tokenizer_folder"):
-    folder = checkpoint_lib.tokenizer_folder(checkpoint)
-    if folder:
-      return folder
+  if folder := checkpoint_lib.tokenizer_folder(checkpoint):
+    return folder
   logging.warning("no tokenizer found with %s; using the tiny one (set --tokenizer)", checkpoint)
   return "tiny"
 

@@ -1,1 +1,2 @@
-"""Evaluation: benchmark loaders, graders, pass@k, reports, and grading of given predictions."""
+"""Evaluation: benchmark loaders, graders, pass@k, reports, grading of given predictions, and the
+generate-and-grade runner."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import jax
@@ -31,13 +32,31 @@ def abstract(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
 
 
 def init_model(cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None) -> Transformer:
-  """A randomly initialised model, created directly on its shardings."""
+  """A randomly initialised model (norms 1, biases 0, other weights N(0, 0.02)), each parameter
+  drawn on the host from (seed, name) and placed straight onto its sharding.
+
+  Host numpy, not a jitted init: XLA's CPU compile of threefry sampling costs seconds per
+  model, and every process of a multi-host job draws the same values without communicating.
+  """
   mesh = _mesh_or_single(mesh)
   graphdef, abs_state = abstract(cfg)
-  out = sharding.tree_shardings(abs_state, mesh)
+  shardings = traverse_util.flatten_dict(nnx.to_pure_dict(sharding.tree_shardings(abs_state, mesh)), sep="/")
+  values = {}
+  for name, var in traverse_util.flatten_dict(nnx.to_pure_dict(abs_state), sep="/").items():
+    host = _random_param(name, var.shape, hf.host_dtype(var.dtype), seed)
+    values[name] = hf.jax_array(host, shardings[name])
+  nnx.replace_by_pure_dict(abs_state, traverse_util.unflatten_dict(values, sep="/"))
+  return nnx.merge(graphdef, abs_state)
 
-  state = jax.jit(lambda: nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed))), out_shardings=out)()
-  return nnx.merge(graphdef, state)
+
+def _random_param(name: str, shape: tuple[int, ...], dtype: np.dtype, seed: int) -> np.ndarray:
+  leaf = name.rsplit("/", 1)[-1]
+  if "norm" in leaf:
+    return np.ones(shape, dtype)
+  if leaf == "value_bias":
+    return np.zeros(shape, dtype)
+  rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+  return (rng.standard_normal(shape, np.float32) * 0.02).astype(dtype)
 
 
 def load_pretrained(path: epath.PathLike, dtype: Any = "float32", mesh: Mesh | None = None, *,
@@ -68,13 +87,6 @@ def load_pretrained(path: epath.PathLike, dtype: Any = "float32", mesh: Mesh | N
 HEAD_PARAMS = ("lm_head_dv", "value_d", "value_bias", "score_dc")
 
 
-def _new_head_param(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-  """A fresh head (e.g. the critic's value head on a causal-LM checkpoint): N(0, 0.02), zero bias."""
-  if name == "value_bias":
-    return np.zeros(shape, dtype)
-  return (np.random.default_rng(0).normal(size=shape) * 0.02).astype(dtype)
-
-
 def _load_hf(path: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transformer:
   file_cfg = hf.config_from_hf(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
   cfg = file_cfg.replace(**overrides)
@@ -89,7 +101,7 @@ def _load_hf(path: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transfo
     for name, var in traverse_util.flatten_dict(nnx.to_pure_dict(abs_state), sep="/").items():
       dtype = hf.host_dtype(var.dtype)
       if new_head and name in HEAD_PARAMS:
-        host = _new_head_param(name, var.shape, dtype)
+        host = _random_param(name, var.shape, dtype, seed=0)
       else:
         host = hf.read_param(reader, cfg, name, var.shape, dtype)
       values[name] = hf.jax_array(host, shardings[name])
