@@ -84,7 +84,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.reward = ml_collections.ConfigDict()
   c.reward.retokenize = False  # True: decode and re-tokenize for an RM with another tokenizer
   c.reward.rm_max_length = 4096  # re-tokenize path: fixed RM input length
-  c.reward.rule_for_all = False  # True: the verifier scores every record, style aside (RLVR)
+  # Which reward scores a record: "style" routes by its reward_model.style (GRLO's "style_mix"),
+  # "model" sends every record to the RM, "rule" every record to the verifier (RLVR).
+  c.reward.route = "style"
   c.reward.rule = "math"  # verifier for records with reward_model.style == "rule": math | exact
   c.reward.format_penalty = 0.0  # rule rows: subtracted when no final answer can be extracted
   c.reward.overlong_buffer_len = 0  # shaping, all off as in GRLO
@@ -139,6 +141,7 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.model.rm_dtype = "float32"
   c.model.remat = False
   c.data.train_files = "tiny"  # grlo_jax/data/tiny_prompts.jsonl
+  c.reward.route = "model"  # the random RM scores every prompt, the arithmetic ones too
   c.data.train_batch_size = 16
   c.data.max_prompt_length = 64
   c.data.num_epochs = 100

@@ -136,8 +136,11 @@ def policy_folder(path: epath.PathLike) -> tuple[ModelConfig, epath.Path] | None
 
 
 def tokenizer_folder(path: epath.PathLike) -> str | None:
-  """The tokenizer saved with a training run (workdir or one of its step folders), else None."""
+  """The tokenizer that goes with a model path: the folder's own (an HF folder), the one saved
+  with a training run (its workdir or one of its step folders), else None."""
   path = epath.Path(path)
+  if (path / "tokenizer_config.json").exists():
+    return str(path)
   for root in (path, path.parent.parent):
     if (root / TOKENIZER / "tokenizer_config.json").exists():
       return str(root / TOKENIZER)

@@ -111,7 +111,8 @@ def _read_prompts(c: ml_collections.ConfigDict, tokenizer) -> tuple[data.PromptS
 def _reward_fn(c: ml_collections.ConfigDict, defs: GraphDefs, prompts: data.PromptSet, tokenizer,
                ids: data.SpecialIds) -> RewardFn:
   by_index = {p.record.index: p for p in prompts.prompts}
-  needs_rule = c.reward.rule_for_all or any(p.record.style == "rule" for p in prompts.prompts)
+  needs_rule = c.reward.route == "rule" or (c.reward.route == "style" and any(
+      p.record.style == "rule" for p in prompts.prompts))
   decode = lambda t, m: retokenize.decode_responses(t, m, tokenizer, ids.eos_ids)
   rule_fn = None
   if needs_rule:
@@ -137,7 +138,7 @@ def _reward_fn(c: ml_collections.ConfigDict, defs: GraphDefs, prompts: data.Prom
                                  chat_template_kwargs=c.data.chat_template_kwargs.to_dict())
   return make_reward_fn(defs.rm, template, rule_fn=rule_fn, shaping=build.shaping_config(c),
                         rm_input_fn=rm_input_fn, rm_input_length=c.reward.rm_max_length,
-                        rule_for_all=c.reward.rule_for_all)
+                        route=c.reward.route)
 
 
 class _Preemption:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import jax
 from absl import app, flags, logging
-from etils import epath
 
 from grlo_jax import checkpoint as checkpoint_lib
 from grlo_jax import data, models
@@ -80,8 +79,6 @@ def _tokenizer_spec(checkpoint: str) -> str:
   """--tokenizer, else the checkpoint folder's own, else the one saved with a training run."""
   if _TOKENIZER.value:
     return _TOKENIZER.value
-  if (epath.Path(checkpoint) / "tokenizer_config.json").exists():
-    return checkpoint
   if folder := checkpoint_lib.tokenizer_folder(checkpoint):
     return folder
   logging.warning("no tokenizer found with %s; using the tiny one (set --tokenizer)", checkpoint)

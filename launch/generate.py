@@ -14,13 +14,15 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from grlo_jax import data, models
+from grlo_jax import checkpoint, data, models
 from grlo_jax.sampling import generate
 
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "tiny", "HF folder, Orbax model folder, or a preset name (random weights).")
+    "checkpoint", "tiny", "HF folder, Orbax model folder, training workdir (its newest checkpoint), or a "
+    "preset name (random weights).")
 _TOKENIZER = flags.DEFINE_string(
-    "tokenizer", None, "Tokenizer folder, or 'tiny'; default: the checkpoint folder, else 'tiny'.")
+    "tokenizer", None, "Tokenizer folder, or 'tiny'; default: the checkpoint's (its folder or its training "
+    "run's), else 'tiny'.")
 _PROMPT = flags.DEFINE_string("prompt", "Hello", "Prompt text.")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate at most.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "0 is greedy.")
@@ -41,8 +43,7 @@ def _load(spec: str) -> models.Transformer:
 def main(argv: Sequence[str]) -> None:
   del argv
   model = _load(_CHECKPOINT.value)
-  tok_spec = _TOKENIZER.value or (
-      _CHECKPOINT.value if (epath.Path(_CHECKPOINT.value) / "tokenizer_config.json").exists() else "tiny")
+  tok_spec = _TOKENIZER.value or checkpoint.tokenizer_folder(_CHECKPOINT.value) or "tiny"
   tok = data.load_tokenizer(tok_spec)
   if tok_spec == "tiny" and len(tok) > model.cfg.vocab_size:
     raise app.UsageError(f"the tiny tokenizer has {len(tok)} ids, the model only {model.cfg.vocab_size}")

@@ -17,6 +17,7 @@ from grlo_jax.rewards.shaping import ShapingConfig, shape_scores
 RuleFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 # rm_input_fn(tokens_br, mask_br, record_index_b) -> (ids_bt, mask_bt) int32 [B, T] with a fixed T:
 # the RM's input built on the host (an RM with another tokenizer, `retokenize.retokenize_for_rm`).
+ROUTES = ("style", "model", "rule")
 RMInputFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -43,7 +44,7 @@ def make_rule_fn(decode: Callable[[np.ndarray, np.ndarray], list[str]], ground_t
 def make_reward_fn(rm_graphdef: nnx.GraphDef | None, template: RMTemplate | None,
                    rule_fn: RuleFn | None = None, shaping: ShapingConfig | None = None,
                    rm_input_fn: RMInputFn | None = None, rm_input_length: int = 0,
-                   rule_for_all: bool = False):
+                   route: str = "style"):
   """`reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll) -> score_b` for `rl.step`.
 
   Rows whose `style_b` is "model" (0) get the reward model's score of the in-graph RM input; rows
@@ -51,10 +52,17 @@ def make_reward_fn(rm_graphdef: nnx.GraphDef | None, template: RMTemplate | None
   `jax.pure_callback` (only when a rule hook is given: the RLHF default stays on the device).
   `batch_rep` is the prompt batch repeated `n` times, one row per response. With `rm_input_fn`
   the RM's input (`rm_input_length` tokens) comes from the host instead of the in-graph splice;
-  the RM forward still runs in the step. `rule_for_all`: every row takes the rule score.
+  the RM forward still runs in the step. `route`: "style" (per row, as above), "model" or "rule"
+  (every row takes that score).
   """
   if rm_graphdef is None and rule_fn is None:
     raise ValueError("a reward needs a reward model, a rule hook, or both")
+  if route not in ROUTES:
+    raise ValueError(f"reward.route={route!r}; known: {ROUTES}")
+  if route == "model" and rm_graphdef is None:
+    raise ValueError("reward.route='model' needs a reward model (model.rm_path / model.rm_arch)")
+  if route == "rule" and rule_fn is None:
+    raise ValueError("reward.route='rule' needs a verifier (reward.rule)")
 
   def reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll):
     b = prompt_ids_bp.shape[0]
@@ -70,10 +78,9 @@ def make_reward_fn(rm_graphdef: nnx.GraphDef | None, template: RMTemplate | None
             (shape, shape), roll.tokens, roll.mask, batch_rep["index_b"])
       model_b = rm(ids_bt, attention_mask=mask_bt)[:, 0].astype(jnp.float32)
     score_b = model_b
-    if rule_fn is not None:
-      style_b = batch_rep.get("style_b", jnp.ones((b,), jnp.int32))
-      if rule_for_all:
-        style_b = jnp.full((b,), STYLE_RULE, jnp.int32)
+    if rule_fn is not None and route != "model":
+      style_b = (batch_rep.get("style_b", jnp.full((b,), STYLE_RULE, jnp.int32)) if route == "style" else
+                 jnp.full((b,), STYLE_RULE, jnp.int32))
       rule_b = jax.pure_callback(
           lambda *a: np.asarray(rule_fn(*(np.asarray(x) for x in a)), np.float32),
           jax.ShapeDtypeStruct((b,), jnp.float32), roll.tokens, roll.mask, batch_rep["index_b"], style_b)

@@ -127,7 +127,7 @@ def lower_step(c: ml_collections.ConfigDict, mesh: Mesh, template: RMTemplate = 
     rm_input = lambda tokens_br, *_: (np.zeros((tokens_br.shape[0], c.reward.rm_max_length), np.int32),) * 2
   reward_fn = make_reward_fn(defs.rm, template if defs.rm else None, rule_fn=rule, shaping=shaping_config(c),
                              rm_input_fn=rm_input, rm_input_length=c.reward.rm_max_length,
-                             rule_for_all=c.reward.rule_for_all)
+                             route=c.reward.route)
   with jax.set_mesh(mesh):
     fn = jit_train_step(make_train_step(rl, defs, txs, reward_fn), mesh, state, batch)
     return fn.lower(state, batch, jax.ShapeDtypeStruct((), jax.random.key(0).dtype))

@@ -53,6 +53,11 @@ def test_resume_is_exact(tmp_path):
       np.testing.assert_array_equal(a, b, err_msg=name)
   order = lambda d: [(r["step"], r["index"]) for r in read_jsonl(tmp_path / d / "samples.jsonl")]
   assert order("whole") == order("split")
+  # The workdir loads as a model (its newest policy), with the run's tokenizer beside it.
+  model = models.load_pretrained(tmp_path / "split")
+  for a, b in zip(_leaves(resumed.actor), _leaves(nnx.state(model))):
+    np.testing.assert_array_equal(a, b)
+  assert len(data.load_tokenizer(checkpoint.tokenizer_folder(tmp_path / "split"))) <= 512
   steps = [r["step"] for r in read_jsonl(tmp_path / "split" / "metrics.jsonl")]
   assert steps == [1, 2, 3, 4]
   rec = read_jsonl(tmp_path / "whole" / "metrics.jsonl")[-1]
@@ -64,33 +69,20 @@ def test_resume_is_exact(tmp_path):
   assert len(set(indices)) == len(indices) == 32
 
 
-def test_the_policy_checkpoint_loads_as_a_model(tmp_path):
-  st = trainer.train(nano(total_steps=2), tmp_path)
-  model = models.load_pretrained(tmp_path)  # a workdir: its newest step's policy
-  for a, b in zip(_leaves(st.actor), _leaves(nnx.state(model))):
-    np.testing.assert_array_equal(a, b)
-  assert checkpoint.tokenizer_folder(tmp_path) == str(tmp_path / "tokenizer")
-  assert len(data.load_tokenizer(checkpoint.tokenizer_folder(tmp_path))) <= 512
-
-
-def test_eight_devices_shard_batch_and_parameters(tmp_path):
-  c = nano(total_steps=2)
+def test_rlvr_tiny_trains_with_the_verifier_on_eight_devices(tmp_path):
+  c = nano(rlvr.get_config("tiny"), total_steps=2)
   c.mesh.fsdp, c.mesh.tensor = 4, 2
   st = trainer.train(c, tmp_path)
-  wq = st.actor["blocks"]["wq_dnh"].value
+  assert int(st.step) == 2 and st.critic is None and st.rm is None
+  wq = st.actor["blocks"]["wq_dnh"].value  # [L, D, N, H]: D over fsdp, heads over tensor
   assert len(wq.sharding.device_set) == 8
   assert wq.sharding.spec == sharding.spec(("layers", "embed", "q_heads", "head_dim"), wq.shape,
                                            wq.sharding.mesh)
   assert wq.addressable_shards[0].data.size == wq.size // 8
-
-
-def test_rlvr_tiny_trains_with_the_verifier(tmp_path):
-  c = nano(rlvr.get_config("tiny"), total_steps=2)
-  st = trainer.train(c, tmp_path)
-  assert int(st.step) == 2 and st.critic is None and st.rm is None
   rows = read_jsonl(tmp_path / "samples.jsonl")
-  # 1 for a right answer, 0 for a wrong one, -format_penalty without any answer.
-  assert {r["reward"] for r in rows} <= {1.0, 0.0, -0.1, 0.9}
+  assert len(rows) == 2 * 8 * 4  # every rollout: 8 prompts x 4 responses, 2 steps
+  # 1 for a right answer, 0 for a wrong one, -format_penalty (0.1) without any answer.
+  assert all(min(abs(r["reward"] - v) for v in (1.0, 0.9, 0.0, -0.1)) < 1e-6 for r in rows)
   assert len(read_jsonl(tmp_path / "metrics.jsonl")) == 2
 
 
@@ -110,26 +102,39 @@ def test_non_finite_losses_skip_updates_then_stop_with_the_last_good_checkpoint(
   assert all(np.isfinite(x).all() for x in _leaves(nnx.state(good)))
 
 
-@pytest.mark.parametrize("line, message", [
+BAD_LINES = [
     ('{"prompt": [', "p.jsonl:2: invalid JSON"),
     (b'{"prompt": "\xff"}', "p.jsonl:2: invalid UTF-8"),
     ('{"data_source": "x", "ability": "a", "reward_model": {"style": "model"}}', "p.jsonl:2: key 'prompt'"),
     ('{"data_source": "x", "prompt": [{"role": "user", "content": " "}], "reward_model": {"style": "model"}}',
      "p.jsonl:2: key 'prompt': no message has any text"),
-])
-def test_bad_records_name_file_and_line_or_are_skipped_and_counted(tmp_path, line, message):
+]
+
+
+def _prompts_with(tmp_path, line):
   good = open(data.TINY_PROMPTS, "rb").read().splitlines()
   path = tmp_path / "p.jsonl"
-  bad = line if isinstance(line, bytes) else line.encode()
-  path.write_bytes(b"\n".join([good[0], bad] + good[1:9]) + b"\n")
+  path.write_bytes(b"\n".join([good[0], line if isinstance(line, bytes) else line.encode()] + good[1:9]) + b"\n")
+  return str(path)
+
+
+@pytest.mark.parametrize("line, message", BAD_LINES)
+def test_bad_records_name_file_and_line(tmp_path, line, message):
+  c = nano(total_steps=1, **{"data.train_files": _prompts_with(tmp_path, line)})
   with pytest.raises(data.RecordError, match=message.replace("[", r"\[")):
-    trainer.train(nano(total_steps=1, **{"data.train_files": str(path)}), tmp_path / "run")
+    trainer.train(c, tmp_path / "run")
   assert not (tmp_path / "run" / "checkpoints").exists()  # failed before anything was written
 
-  c = nano(total_steps=1, **{"data.train_files": str(path), "data.skip_bad_records": True})
+
+def test_skip_bad_records_skips_and_counts(tmp_path):
+  files = []
+  for i, (line, _) in enumerate(BAD_LINES):  # one bad line in each of four files
+    (tmp_path / str(i)).mkdir()
+    files.append(_prompts_with(tmp_path / str(i), line))
+  c = nano(total_steps=1, **{"data.train_files": ",".join(files), "data.skip_bad_records": True})
   trainer.train(c, tmp_path / "skip")
   (rec,) = read_jsonl(tmp_path / "skip" / "metrics.jsonl")
-  assert rec["data/skipped_records"] == 1
+  assert rec["data/skipped_records"] == len(BAD_LINES)
 
 
 def test_missing_weights_name_the_path(tmp_path):

@@ -1,0 +1,377 @@
+"""Memory planner: per-device bytes of the one-jit RL step for a config and a mesh, without compiling.
+
+  p = plan.estimate(config, {"fsdp": 16})            # or a jax Mesh
+  print(plan.format_table(p))
+  plan.suggest_micro_batch(config, {"fsdp": 16}, hbm_bytes=95 * 2**30)
+
+The step (`rl/step.py`) runs in phases one after the other. Its arguments (the train state: weights and
+AdamW moments, donated and aliased with its outputs, and the prompt batch) are live throughout; each
+phase adds temporaries on top, so the peak is `arguments + max over phases`:
+
+  rollout    KV cache [L, B, S, K, H] x 2 (S = P + R) + the prefill's activations on [B, P] attending
+             over all S cache slots (the sampler's batch is the whole step batch)
+  forward    old / reference log-probs and critic values, `lax.map` over micro-batches of m rows:
+             one layer's activations on [m, T] (T = P + R) + the logits [m, R, V]
+  reward     the reward model on the whole batch [B, T_rm] at once: one layer's activations
+  update     a micro-batch's residuals for the backward pass (every layer's activations, or only
+             each layer's input with remat) + logits + gradients (micro-batch and accumulator);
+             the actor's and the critic's updates are independent, and XLA interleaves them
+             (seen in XLA:CPU buffer dumps), so both count
+  optimizer  AdamW on the accumulated gradients
+
+Every tensor is divided by the mesh axes that `sharding.py`'s rules give its dimensions, when they
+divide it (`sharding.spec`); a micro-batch of m rows splits over data x fsdp only when they divide m.
+
+The multiplicities below (how many [.., L, B, T, F]-sized buffers a layer keeps for its backward,
+how many copies of the logits and of the attention scores live at once) were read off XLA:CPU
+buffer assignments (`--xla_dump_to`: `*-live-range.txt` lists what is live at the peak) of the
+float32 step, and checked against `compile().memory_analysis()` in tests/test_plan.py. TPU's XLA
+fuses more (a softmax need not keep its float32 exponentials), so on TPU the activation figures are
+on the high side; weights, optimizer state, KV cache and gradients are exact byte counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import types
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+from jax.sharding import Mesh
+
+from grlo_jax import models, sharding
+from grlo_jax.rl import build
+
+GiB = 2**30
+
+# Tokens the in-graph reward-model input adds to prompt + response (Qwen3's empty think block and
+# turn end, `build.QWEN3_TEMPLATE`, which `build.lower_step` uses too).
+RM_EXTRA_TOKENS = (len(build.QWEN3_TEMPLATE.assistant_prefix_ids) + len(build.QWEN3_TEMPLATE.turn_end_ids))
+
+# --- Multiplicities (elements per token per layer unless said otherwise), from XLA:CPU dumps. ---
+# Residuals a block keeps for its backward without remat: x, h, x_mid, h2 and the norms' float32
+# intermediates (6 D); g, u, silu(g), a and two more MLP-sized values (6 F); q / k before and
+# after their norm and RoPE, v, o (4 N H + 4 K H); and the attention scores and probabilities
+# [N, S] per query token (float32 scores + probabilities in the compute dtype).
+SAVED_D, SAVED_F, SAVED_QK = 6, 6, 4
+# One block's forward temporaries without a backward (only one layer is live at a time).
+FWD_D, FWD_F = 2, 2
+FWD_SCORE_F32 = 2  # float32 [N, T, S] buffers live at once (scores, exponentials) + probabilities
+# A remat backward keeps each layer's input [m, T, D] and, for the layer in flight, its recomputed
+# residuals and their gradients: REMAT_LAYER x one layer's residuals.
+REMAT_LAYER = 1.4
+NOREMAT_LAYER = 1.0  # the last layer's gradient temporaries on top of all residuals
+# Float32 [m, R, V] logits buffers: forward log-probs (logits, and logsumexp's exponentials), the
+# update (logits, softmax for the entropy and the log-prob gradient, the logits' gradient).
+LOGITS_FWD, LOGITS_BWD = 2, 3
+# AdamW's temporaries on top of the accumulated gradients (clipped gradients, updates).
+OPT_TEMPS = 2
+# XLA packs temporaries into one heap; its size exceeds the live bytes at the peak by this factor
+# (XLA:CPU: 1.05 - 1.2 on the step).
+HEAP_SLACK = 1.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Bytes per device of each part of the step, and of each phase (arguments included)."""
+
+  mesh: dict[str, int]
+  micro_batch_size: int  # responses per micro-batch (global); rows per device in `rows_per_device`
+  rows_per_device: int
+  remat: bool
+  params: dict[str, int]  # role -> weights: actor, critic, rm, ref (absent roles left out)
+  optimizer: int  # AdamW mu and nu of the actor and the critic
+  inputs: int  # the prompt batch
+  kv_cache: int
+  rollout_buffers: int  # responses, masks, log-probs, values, advantages (and their mini-batch split)
+  act_prefill: int  # the sampler's prefill, one layer, the whole batch
+  act_forward: int  # one forward micro-batch of the largest model (old / ref log-probs, values)
+  act_reward: int  # the reward model on the whole batch, one layer
+  act_backward_remat: int  # an update micro-batch's activations with remat (actor + critic)
+  act_backward_no_remat: int  # the same without remat
+  logits: int  # the update's float32 logits buffers [m, R, V]
+  gradients: int  # micro-batch gradients + accumulators of the actor and the critic
+  gathered: int  # weights all-gathered over fsdp for one layer and the embedding / head
+  phases: dict[str, int]  # phase -> arguments + that phase's temporaries
+
+  @property
+  def arguments(self) -> int:
+    return sum(self.params.values()) + self.optimizer + self.inputs
+
+  @property
+  def act_backward(self) -> int:
+    return self.act_backward_remat if self.remat else self.act_backward_no_remat
+
+  @property
+  def peak_phase(self) -> str:
+    return max(self.phases, key=self.phases.get)
+
+  @property
+  def total(self) -> int:
+    return self.phases[self.peak_phase]
+
+  def fits(self, hbm_bytes: float, margin: float = 0.9) -> bool:
+    return self.total <= margin * hbm_bytes
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    return d | {"arguments": self.arguments, "act_backward": self.act_backward,
+                "peak_phase": self.peak_phase, "total": self.total}
+
+
+# --- Sharding: per-device sizes through sharding.py's rules. ---
+
+def _mesh_shape(mesh: Mesh | Mapping[str, int]) -> dict[str, int]:
+  shape = dict(mesh.shape) if isinstance(mesh, Mesh) else dict(mesh)
+  unknown = set(shape) - set(sharding.MESH_AXES)
+  if unknown:
+    raise ValueError(f"unknown mesh axes {sorted(unknown)}; the mesh axes are {sharding.MESH_AXES}")
+  if any(int(v) < 1 for v in shape.values()):
+    raise ValueError(f"mesh sizes must be >= 1 (resolve -1 first), got {shape}")
+  return {a: int(shape.get(a, 1)) for a in sharding.MESH_AXES}
+
+
+def per_device(shape: tuple[int, ...], names: tuple[str | None, ...], mesh_shape: Mapping[str, int]) -> int:
+  """Elements per device of a [shape] tensor with logical `names`: each dimension divided by the
+  mesh axes `sharding.spec` gives it (none when they do not divide it)."""
+  spec = sharding.spec(names, shape, types.SimpleNamespace(shape=mesh_shape))
+  n = 1
+  for size, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    axes = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+    n *= size // math.prod(mesh_shape[a] for a in axes)
+  return n
+
+
+def _itemsize(dtype: str) -> int:
+  return jnp.dtype(dtype).itemsize
+
+
+@dataclasses.dataclass(frozen=True)
+class _Dims:
+  """One model's dimensions per device (heads, MLP and vocabulary split over tensor when divisible)."""
+
+  cfg: models.ModelConfig
+  d: int  # D (activations keep the model dimension whole)
+  f: int  # F / tensor
+  n: int  # N / tensor
+  k: int  # K / tensor
+  h: int
+  v: int  # V / tensor
+  c: int  # compute dtype bytes
+
+  @classmethod
+  def of(cls, cfg: models.ModelConfig, ms: Mapping[str, int]) -> _Dims:
+    one = lambda size, name: per_device((size,), (name,), ms)
+    return cls(cfg=cfg, d=cfg.hidden_size, f=one(cfg.intermediate_size, "act_mlp"),
+               n=one(cfg.num_heads, "act_heads"), k=one(cfg.num_kv_heads, "act_kv_heads"), h=cfg.head_dim,
+               v=one(cfg.vocab_size, "act_vocab"), c=_itemsize(cfg.dtype))
+
+  def saved_layer(self, rows: int, t: int, s: int) -> int:
+    """Bytes one block keeps for its backward (no remat), [rows, t] queries over s keys."""
+    lin_td = SAVED_D * self.d + SAVED_F * self.f + SAVED_QK * (self.n + self.k) * self.h
+    return rows * t * (lin_td * self.c + self.n * s * (4 + self.c))
+
+  def forward_layer(self, rows: int, t: int, s: int) -> int:
+    """Bytes of one block's forward temporaries (no backward), plus the causal mask [rows, t, s]."""
+    lin_td = FWD_D * self.d + FWD_F * self.f + 2 * (self.n + self.k) * self.h
+    return rows * t * (lin_td * self.c + self.n * s * (4 * FWD_SCORE_F32 + self.c) + s)
+
+  def stream(self, rows: int, t: int) -> int:
+    """The residual stream [rows, t, D] in the compute dtype."""
+    return rows * t * self.d * self.c
+
+
+@dataclasses.dataclass(frozen=True)
+class _Weights:
+  """One model's weights per device: as stored, and as the step all-gathers them for compute."""
+
+  stored: int  # every parameter, param dtype, sharded
+  blocks_stored: int  # the stacked block weights alone
+  layer_gathered: int  # one block's weights in the compute dtype, whole over data x fsdp
+  head_gathered: int  # the LM head matrix (embed_vd when tied) in the compute dtype, whole over data x fsdp
+  head_grad: int  # its float32 gradient before the reduce-scatter
+  sharded: bool  # some weight is split over data x fsdp (so compute gathers it)
+  cast: bool  # compute dtype != param dtype (so compute makes a copy anyway)
+
+  @classmethod
+  def of(cls, state: nnx.State, cfg: models.ModelConfig, ms: Mapping[str, int]) -> _Weights:
+    whole_ms = dict(ms, data=1, fsdp=1)
+    c = _itemsize(cfg.dtype)
+    head_name = "embed_vd" if cfg.tie_word_embeddings else "lm_head_dv"
+    stored = blocks = layer = head = head_param = 0
+    sharded = False
+    for path, var in nnx.to_flat_state(state):
+      names = var.get_metadata()["logical_axes"]
+      shape, dtype = var.get_value().shape, var.get_value().dtype
+      mine, whole = per_device(shape, names, ms), per_device(shape, names, whole_ms)
+      stored += mine * dtype.itemsize
+      sharded |= mine < whole
+      if "layers" in names:
+        blocks += mine * dtype.itemsize
+        layer += whole // shape[names.index("layers")] * c
+      elif cfg.head == "lm" and path[-1] == head_name:
+        head, head_param = whole * c, whole * 4
+    return cls(stored=stored, blocks_stored=blocks, layer_gathered=layer, head_gathered=head,
+               head_grad=head_param, sharded=sharded, cast=cfg.dtype != cfg.param_dtype)
+
+  @property
+  def in_use(self) -> int:
+    """Copies compute makes of the weights it uses at a time (one layer, twice for overlap; the head)."""
+    return 2 * self.layer_gathered + self.head_gathered if (self.sharded or self.cast) else 0
+
+
+@functools.lru_cache(maxsize=32)
+def _weights(cfg: models.ModelConfig, mesh_items: tuple[tuple[str, int], ...]) -> _Weights:
+  _, state = models.loading.abstract(cfg)  # what build.abstract_models does, one model at a time
+  return _Weights.of(state, cfg, dict(mesh_items))
+
+
+# --- The estimate. ---
+
+def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], *,
+             micro_batch_size: int | None = None, remat: bool | None = None,
+             unroll_decode: bool = False) -> Plan:
+  """Per-device memory of `config`'s step on `mesh` (a Mesh or {"data", "fsdp", "tensor"} sizes).
+
+  `micro_batch_size` and `remat` override `actor.micro_batch_size` and `model.remat`.
+  `unroll_decode`: the sampler's per-layer decode (XLA:CPU's default, `SamplingParams`) keeps a
+  copy of the policy's block weights during the rollout.
+  """
+  ms = _mesh_shape(mesh)
+  c = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
+  if micro_batch_size is not None:
+    c.actor.micro_batch_size = micro_batch_size
+  if remat is not None:
+    c.model.remat = remat
+  rl = build.rl_config(c)  # raises when the batch does not split as configured
+  archs = build.arch_configs(c)
+  weights = {role: _weights(cfg, tuple(ms.items())) for role, cfg in archs.items() if cfg is not None}
+  dims = {role: _Dims.of(archs[role], ms) for role in weights}
+  trainable = [r for r in ("actor", "critic") if r in weights]
+
+  rows = lambda n: per_device((n,), ("batch",), ms)
+  b, p, r = c.data.train_batch_size * rl.n, c.data.max_prompt_length, rl.sampling.max_new_tokens
+  t, s, t_rm = p + r, p + r, p + r + RM_EXTRA_TOKENS
+  bd, md = rows(b), rows(rl.micro_batch_size)
+  act, cache_bytes = dims["actor"], _itemsize(rl.sampling.cache_dtype)
+
+  params = {role: w.stored for role, w in weights.items()}
+  optimizer = 2 * sum(weights[role].stored for role in trainable)  # AdamW mu, nu in the param dtype
+  inputs = bd * (2 * p * 4 + 2 * 4)  # input ids, attention mask [B, P] int32; index, style [B]
+
+  # Rollout: KV cache [L, B, S, K, H] for K and V, its mask [B, S]; the prefill's one layer over
+  # [B, P] queries x S slots (+ its residual stream), and the sampled tokens / log-probs [B, R].
+  kv_cache = 2 * act.cfg.num_layers * bd * s * act.k * act.h * cache_bytes + bd * s
+  act_prefill = act.forward_layer(bd, p, s) + 2 * act.stream(bd, p)
+  wa = weights["actor"]
+  if unroll_decode:  # every layer's weights as separate (gathered) buffers; the head copied too
+    in_use = act.cfg.num_layers * wa.layer_gathered + (3 if wa.sharded else 2) * wa.head_gathered
+  else:
+    in_use = wa.in_use
+  sampled = bd * r * (4 + 4 + 1)
+
+  # What the step keeps from the rollout on: sequences [B, T] int32 + mask, responses [B, R]
+  # int32 + masks, log-probs / values / rewards / advantages / returns [B, R] float32; the
+  # mini-batch split copies the update's share of them once more.
+  n_f32 = 5 + (1 if rl.uses_ref else 0) + (1 if rl.uses_critic else 0)
+  per_row = t * 5 + r * (4 + 1 + 4 * n_f32)
+  rollout_buffers = 2 * bd * per_row
+
+  # Forward passes (old / ref log-probs, values), micro-batch by micro-batch, one at a time.
+  def forward(role: str) -> int:
+    dm = dims[role]
+    logits = LOGITS_FWD * md * r * dm.v * 4 if dm.cfg.head == "lm" else md * t * 4
+    layer = dm.forward_layer(md, t, t) + 2 * dm.stream(md, t)
+    return max(layer, logits + dm.stream(md, t)) + weights[role].in_use
+
+  fwd_roles = ["actor"] + (["critic"] if rl.uses_critic else []) + (["ref"] if rl.uses_ref else [])
+  act_forward = max(forward(role) for role in fwd_roles)
+
+  # Reward model on the whole batch [B, T_rm] (ids and mask int32 built in-graph).
+  act_reward = 0
+  if "rm" in weights:
+    rm = dims["rm"]
+    act_reward = (rm.forward_layer(bd, t_rm, t_rm) + 2 * rm.stream(bd, t_rm) + 2 * bd * t_rm * 4
+                  + weights["rm"].in_use)
+
+  # Update: residuals of a micro-batch for every layer (remat: each layer's input) + the layer in
+  # flight; the logits buffers of the actor; gradients: the micro-batch's and the accumulator's.
+  def backward(role: str, with_remat: bool) -> int:
+    dm = dims[role]
+    one = dm.saved_layer(md, t, t)
+    if with_remat:
+      kept, layer = dm.cfg.num_layers * dm.stream(md, t), REMAT_LAYER * one
+    else:
+      kept, layer = dm.cfg.num_layers * one, NOREMAT_LAYER * one
+    logits = LOGITS_BWD * md * r * dm.v * 4 if dm.cfg.head == "lm" else 0
+    return int(kept + max(layer, logits))
+
+  act_backward_remat = sum(backward(role, True) for role in trainable)
+  act_backward_no_remat = sum(backward(role, False) for role in trainable)
+  logits = LOGITS_BWD * md * r * act.v * 4
+  # One micro-batch per mini-batch: the scan of one step keeps no separate accumulator.
+  k = rl.ppo_mini_batch_size * rl.n // rl.micro_batch_size
+  gradients = sum((1 if k == 1 else 2) * weights[role].stored for role in trainable)
+  gathered = sum(weights[role].in_use + (weights[role].head_grad if weights[role].sharded else 0)
+                 for role in trainable)
+  act_backward = act_backward_remat if c.model.remat else act_backward_no_remat
+
+  args = sum(params.values()) + optimizer + inputs
+  slack = lambda x: int(HEAP_SLACK * x)
+  phases = {
+      "rollout": args + slack(kv_cache + act_prefill + in_use + sampled),
+      "forward": args + slack(rollout_buffers + act_forward),
+      "reward": args + slack(rollout_buffers + act_reward) if act_reward else 0,
+      "update": args + slack(rollout_buffers + act_backward + gradients + gathered),
+      "optimizer": args + slack(rollout_buffers + (1 + OPT_TEMPS) * sum(weights[x].stored for x in trainable)),
+  }
+  phases = {k: v for k, v in phases.items() if v}
+  return Plan(mesh=ms, micro_batch_size=rl.micro_batch_size, rows_per_device=md, remat=bool(c.model.remat),
+              params=params, optimizer=optimizer, inputs=inputs, kv_cache=kv_cache,
+              rollout_buffers=rollout_buffers, act_prefill=act_prefill, act_forward=act_forward,
+              act_reward=act_reward, act_backward_remat=act_backward_remat,
+              act_backward_no_remat=act_backward_no_remat, logits=logits, gradients=gradients,
+              gathered=gathered, phases=phases)
+
+
+def suggest_micro_batch(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], hbm_bytes: float, *,
+                        margin: float = 0.9, unroll_decode: bool = False) -> int:
+  """The largest `actor.micro_batch_size` that divides a mini-batch (ppo_mini_batch_size x rollout.n
+  responses) and whose estimate fits in `margin x hbm_bytes`; 0 when none does (the rollout or the
+  reward phase, which micro-batches do not shrink, is then too large by itself)."""
+  mini = config.actor.ppo_mini_batch_size * config.rollout.n
+  for m in sorted((d for d in range(1, mini + 1) if mini % d == 0), reverse=True):
+    if estimate(config, mesh, micro_batch_size=m, unroll_decode=unroll_decode).fits(hbm_bytes, margin):
+      return m
+  return 0
+
+
+def format_table(p: Plan, hbm_bytes: float | None = None, margin: float = 0.9) -> str:
+  """The plan as a fixed-width table in GiB per device: components, then phases."""
+  gib = lambda x: f"{x / GiB:9.2f}"
+  mesh = " x ".join(f"{a}={n}" for a, n in p.mesh.items())
+  lines = [f"mesh {mesh}; micro-batch {p.micro_batch_size} responses ({p.rows_per_device} a device), "
+           f"remat {'on' if p.remat else 'off'}", "", f"{'component':<34}{'GiB/device':>10}"]
+  rows = [(f"params: {role}", b) for role, b in p.params.items()]
+  rows += [("optimizer state (AdamW mu, nu)", p.optimizer), ("prompt batch", p.inputs),
+           ("KV cache", p.kv_cache), ("rollout buffers", p.rollout_buffers),
+           ("activations: prefill (1 layer)", p.act_prefill),
+           ("activations: forward micro-batch", p.act_forward),
+           ("activations: reward model (batch)", p.act_reward),
+           ("activations: update, remat", p.act_backward_remat),
+           ("activations: update, no remat", p.act_backward_no_remat),
+           ("  of which logits [m, R, V] f32", p.logits), ("gradients + accumulators", p.gradients),
+           ("all-gathered weights", p.gathered)]
+  lines += [f"{name:<34}{gib(b)}" for name, b in rows]
+  lines += ["", f"{'phase (arguments + temporaries)':<34}{'GiB/device':>10}"]
+  lines += [f"{name + (' <- peak' if name == p.peak_phase else ''):<34}{gib(b)}" for name, b in p.phases.items()]
+  if hbm_bytes is not None:
+    verdict = "fits" if p.fits(hbm_bytes, margin) else "does NOT fit"
+    lines += ["", f"peak {p.total / GiB:.2f} GiB of {hbm_bytes / GiB:.1f} GiB a device "
+                  f"({margin:.0%} usable): {verdict}"]
+  return "\n".join(lines)
