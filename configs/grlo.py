@@ -107,7 +107,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.checkpoint.async_save = True
 
   c.log = ml_collections.ConfigDict()
-  c.log.every_steps = 1
+  c.log.every_steps = 1  # console progress line; metrics.jsonl gets every step
   c.log.samples_every_steps = 10  # rollouts (prompt, response, reward) to samples.jsonl
   c.log.num_samples = 4
   c.log.tensorboard = True
@@ -131,12 +131,13 @@ def _optim(lr: float) -> ml_collections.ConfigDict:
 
 
 def _tiny(c: ml_collections.ConfigDict) -> None:
-  """Random tiny models and the shipped prompts: the whole path in minutes on a CPU."""
+  """Random 2-layer models, a 512-id BPE built from the shipped prompts, 200 steps: the whole
+  path on a laptop CPU in about two minutes, with the mean RM score clearly rising."""
   c.model.policy_path = ""
-  c.model.policy_arch = "tiny"
+  c.model.policy_arch = "nano"
   c.model.rm_path = ""
-  c.model.rm_arch = "tiny"
-  c.model.tokenizer = "tiny"
+  c.model.rm_arch = "nano"
+  c.model.tokenizer = "tiny:512"
   c.model.compute_dtype = "float32"
   c.model.rm_dtype = "float32"
   c.model.remat = False
@@ -146,10 +147,11 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.data.max_prompt_length = 64
   c.data.num_epochs = 100
   c.rollout.response_length = 16
-  c.actor.optim.lr = 1e-4
+  c.actor.optim.lr = 1e-3
   c.critic.optim.lr = 1e-3
   c.actor.ppo_mini_batch_size = 8
   c.actor.micro_batch_size = 8
-  c.total_steps = 20
-  c.checkpoint.every_steps = 10
-  c.log.samples_every_steps = 5
+  c.total_steps = 200
+  c.checkpoint.every_steps = 50
+  c.log.every_steps = 10
+  c.log.samples_every_steps = 25

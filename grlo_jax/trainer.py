@@ -254,8 +254,8 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
         m |= {"throughput/tokens_per_s": float(m["tokens/total"]) / seconds, "time/step_s": seconds,
               "train/epoch": (step - 1) // per_epoch, "data/skipped_records": num_bad,
               "data/filtered_prompts": prompts.num_dropped, "system/peak_host_gib": _peak_host_gib()}
+        writer.scalars(step, m)
         if step % c.log.every_steps == 0 or step == total_steps:
-          writer.scalars(step, m)
           log.info(progress.line(step, seconds, float(m["tokens/total"]), float(m["reward/mean"])))
         if bad:
           log.warning("step %d: non-finite loss or reward, update skipped (%d in a row)", step, bad_streak)
