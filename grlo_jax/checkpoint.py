@@ -4,11 +4,13 @@ Layout under the workdir (local or gs://):
 
   checkpoints/<step>/policy/   the actor's parameters, as an Orbax model folder's `params/`
   checkpoints/<step>/state/    the rest of the train state: step, optimizer moments, critic
-  checkpoints/<step>/data/     the grain iterator's position (one file per process)
-  checkpoints/<step>/meta/     JSON: step, config, the policy's model config
+  checkpoints/<step>/meta/     JSON: step, config, the policy's model config, the data position
   tokenizer/                   the policy tokenizer, saved once at start
 
-Frozen weights (reward model, reference) are not saved: they reload from their paths. Saves are
+The data position is the grain iterator's state, the same on every process (all hosts step
+through the same global batches, each taking its rows), so it lives in `meta` and restores onto
+any number of processes. Frozen weights (reward model, reference) are not saved: they reload
+from their paths. Saves are
 asynchronous and atomic (Orbax finalises a step folder only when complete), so a run killed
 mid-save resumes from the previous step. Restores go onto whatever mesh is current.
 """
@@ -31,7 +33,7 @@ from grlo_jax.rl.state import TrainState
 
 CHECKPOINTS = "checkpoints"
 TOKENIZER = "tokenizer"
-ITEMS = ("policy", "state", "data", "meta")
+ITEMS = ("policy", "state", "meta")
 
 
 def _key(k: Any) -> str:
@@ -85,8 +87,7 @@ class Checkpointer:
     args = ocp.args.Composite(
         policy=ocp.args.StandardSave(nnx.to_pure_dict(state.actor)),
         state=ocp.args.StandardSave(_rest(state)),
-        data=grain.checkpoint.CheckpointSave(iterator),
-        meta=ocp.args.JsonSave(meta))
+        meta=ocp.args.JsonSave(meta | {"data": iterator.get_state()}))
     self.manager.save(step, args=args, force=True)
 
   def restore(self, step: int, like: TrainState, iterator: grain.DatasetIterator, mesh: Mesh) -> TrainState:
@@ -96,7 +97,8 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         policy=ocp.args.StandardRestore(nnx.to_pure_dict(abstract.actor)),
         state=ocp.args.StandardRestore(_rest(abstract)),
-        data=grain.checkpoint.CheckpointRestore(iterator)))
+        meta=ocp.args.JsonRestore()))
+    iterator.set_state(restored.meta["data"])
     rest = _from_named(restored.state, {"step": like.step, "actor_opt": like.actor_opt,
                                         "critic": like.critic, "critic_opt": like.critic_opt})
     actor = jax.tree.map(lambda x: x, like.actor)  # a copy of the structure to fill

@@ -69,8 +69,8 @@ NOREMAT_LAYER = 1.0  # the last layer's gradient temporaries on top of all resid
 # Float32 [m, R, V] logits buffers: forward log-probs (logits, and logsumexp's exponentials), the
 # update (logits, softmax for the entropy and the log-prob gradient, the logits' gradient).
 LOGITS_FWD, LOGITS_BWD = 2, 3
-# AdamW's temporaries on top of the accumulated gradients (clipped gradients, updates).
-OPT_TEMPS = 2
+# AdamW's temporaries on top of the accumulated gradients (the updates; the rest fuses in place).
+OPT_TEMPS = 1
 # XLA packs temporaries into one heap; its size exceeds the live bytes at the peak by this factor
 # (XLA:CPU: 1.05 - 1.2 on the step).
 HEAP_SLACK = 1.1
@@ -219,10 +219,16 @@ class _Weights:
     return cls(stored=stored, blocks_stored=blocks, layer_gathered=layer, head_gathered=head,
                head_grad=head_param, sharded=sharded, cast=cfg.dtype != cfg.param_dtype)
 
-  @property
-  def in_use(self) -> int:
-    """Copies compute makes of the weights it uses at a time (one layer, twice for overlap; the head)."""
-    return 2 * self.layer_gathered + self.head_gathered if (self.sharded or self.cast) else 0
+  def in_use(self, stream_bytes: int) -> int:
+    """Copies compute makes of the weights in use: one layer (twice, to overlap the next one's
+    all-gather) and the head, when the weights are sharded or cast. XLA's SPMD partitioner gathers
+    a sharded weight when a layer's input (`stream_bytes` a device) outweighs it; otherwise it keeps
+    the weight in place and moves partial sums of the (smaller) activations instead."""
+    if self.cast and not self.sharded:
+      return 2 * self.layer_gathered + self.head_gathered
+    if self.sharded and stream_bytes >= self.layer_gathered:
+      return 2 * self.layer_gathered + self.head_gathered
+    return 0
 
 
 @functools.lru_cache(maxsize=32)
@@ -272,7 +278,7 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
   if unroll_decode:  # every layer's weights as separate (gathered) buffers; the head copied too
     in_use = act.cfg.num_layers * wa.layer_gathered + (3 if wa.sharded else 2) * wa.head_gathered
   else:
-    in_use = wa.in_use
+    in_use = wa.in_use(act.stream(bd, p))
   sampled = bd * r * (4 + 4 + 1)
 
   # What the step keeps from the rollout on: sequences [B, T] int32 + mask, responses [B, R]
@@ -287,7 +293,7 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
     dm = dims[role]
     logits = LOGITS_FWD * md * r * dm.v * 4 if dm.cfg.head == "lm" else md * t * 4
     layer = dm.forward_layer(md, t, t) + 2 * dm.stream(md, t)
-    return max(layer, logits + dm.stream(md, t)) + weights[role].in_use
+    return max(layer, logits + dm.stream(md, t)) + weights[role].in_use(dm.stream(md, t))
 
   fwd_roles = ["actor"] + (["critic"] if rl.uses_critic else []) + (["ref"] if rl.uses_ref else [])
   act_forward = max(forward(role) for role in fwd_roles)
@@ -297,7 +303,7 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
   if "rm" in weights:
     rm = dims["rm"]
     act_reward = (rm.forward_layer(bd, t_rm, t_rm) + 2 * rm.stream(bd, t_rm) + 2 * bd * t_rm * 4
-                  + weights["rm"].in_use)
+                  + weights["rm"].in_use(rm.stream(bd, t_rm)))
 
   # Update: residuals of a micro-batch for every layer (remat: each layer's input) + the layer in
   # flight; the logits buffers of the actor; gradients: the micro-batch's and the accumulator's.
@@ -317,8 +323,11 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
   # One micro-batch per mini-batch: the scan of one step keeps no separate accumulator.
   k = rl.ppo_mini_batch_size * rl.n // rl.micro_batch_size
   gradients = sum((1 if k == 1 else 2) * weights[role].stored for role in trainable)
-  gathered = sum(weights[role].in_use + (weights[role].head_grad if weights[role].sharded else 0)
-                 for role in trainable)
+  def gathered_for_update(role: str) -> int:
+    w, stream = weights[role], dims[role].stream(md, t)
+    return w.in_use(stream) + (w.head_grad if w.in_use(stream) and w.sharded else 0)
+
+  gathered = sum(gathered_for_update(role) for role in trainable)
   act_backward = act_backward_remat if c.model.remat else act_backward_no_remat
 
   args = sum(params.values()) + optimizer + inputs

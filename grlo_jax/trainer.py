@@ -242,6 +242,9 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
       step = start
       while step < total_steps:
         host_batch = next(iterator)
+        if step == start:
+          log.info("process %d/%d: first batch, prompts %s", jax.process_index(), jax.process_count(),
+                   host_batch["index_b"].tolist())
         t0 = time.perf_counter()
         st, m = step_fn(st, _global_batch(host_batch, mesh), rng)
         m = jax.device_get(m)

@@ -1,0 +1,101 @@
+"""The memory planner against XLA's own accounting of the compiled step, and its CLI."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from configs import grlo
+from grlo_jax import plan, sharding
+from grlo_jax.rl import build
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(arch: str):
+  """The tiny training config with the `arch` model preset for policy, critic and reward model."""
+  c = grlo.get_config("tiny")
+  c.model.policy_arch = c.model.rm_arch = arch
+  return c
+
+
+@pytest.mark.parametrize("arch", ["tiny", "small"])
+@pytest.mark.parametrize("mesh_shape", [{"fsdp": 1}, {"fsdp": 4, "tensor": 2}], ids=["1dev", "fsdp4xtensor2"])
+def test_estimate_is_within_25_percent_of_the_compiled_step(arch, mesh_shape):
+  c = _config(arch)
+  n = mesh_shape.get("fsdp", 1) * mesh_shape.get("tensor", 1)
+  mesh = sharding.make_mesh(mesh_shape, devices=jax.devices()[:n])
+  ma = build.lower_step(c, mesh).compile().memory_analysis()
+  # What the step holds at its peak: its arguments (the donated state, aliased with the outputs,
+  # and the batch), the outputs that are not aliased (metrics), and XLA's temporary heap.
+  compiled = (ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
+              + ma.temp_size_in_bytes)
+  p = plan.estimate(c, mesh, unroll_decode=jax.default_backend() == "cpu")
+  # Weights, AdamW moments and the batch are counted, not estimated.
+  assert p.arguments == pytest.approx(ma.argument_size_in_bytes, rel=0.01)
+  assert p.total == pytest.approx(compiled, rel=0.25), (
+      f"estimate {p.total / 2**20:.1f} MiB ({p.peak_phase}), compiled {compiled / 2**20:.1f} MiB "
+      f"(temp {ma.temp_size_in_bytes / 2**20:.1f} MiB)\n{plan.format_table(p)}")
+
+
+def test_figures_move_the_right_way():
+  c = grlo.get_config()  # the paper's recipe; estimates only, nothing compiles
+  mesh = {"fsdp": 16}
+  small, large = plan.estimate(c, mesh, micro_batch_size=16), plan.estimate(c, mesh, micro_batch_size=64)
+  assert small.act_backward < large.act_backward and small.logits < large.logits
+  assert small.act_forward < large.act_forward
+  assert small.act_reward == large.act_reward and small.kv_cache == large.kv_cache  # whole-batch phases
+  p = plan.estimate(c, mesh, micro_batch_size=16, remat=True)
+  assert p.act_backward_remat < p.act_backward_no_remat and p.act_backward == p.act_backward_remat
+  assert plan.estimate(c, mesh, micro_batch_size=16, remat=False).act_backward == p.act_backward_no_remat
+  by_fsdp = [plan.estimate(c, {"fsdp": f}) for f in (1, 4, 16, 64)]
+  for fewer, more in zip(by_fsdp, by_fsdp[1:]):
+    assert more.params["actor"] < fewer.params["actor"] and more.optimizer < fewer.optimizer
+    assert more.kv_cache < fewer.kv_cache  # the batch splits over fsdp too
+  assert by_fsdp[2].params["actor"] == pytest.approx(by_fsdp[0].params["actor"] / 16, rel=0.01)
+  # tensor splits the KV heads (8 in Qwen3-4B) and the MLP; the weights shrink either way.
+  tp = plan.estimate(c, {"fsdp": 4, "tensor": 4})
+  assert tp.kv_cache < by_fsdp[1].kv_cache and tp.params["actor"] < by_fsdp[1].params["actor"]
+
+
+def test_sharding_follows_the_rule_table():
+  # 4 KV heads on tensor=8 stay whole; 8 query heads split.
+  assert plan.per_device((4, 256, 4, 32), ("layers", "embed", "kv_heads", "head_dim"), {"data": 1, "fsdp": 2, "tensor": 8}) == 4 * 128 * 4 * 32
+  assert plan.per_device((256, 8, 32), ("embed", "q_heads", "head_dim"), {"data": 1, "fsdp": 1, "tensor": 8}) == 256 * 32
+  # The batch splits over data x fsdp only when both together divide it.
+  assert plan.per_device((16,), ("batch",), {"data": 2, "fsdp": 4, "tensor": 1}) == 2
+  assert plan.per_device((4,), ("batch",), {"data": 2, "fsdp": 4, "tensor": 1}) == 4
+
+
+def test_suggested_micro_batch_divides_the_mini_batch_and_fits():
+  c = grlo.get_config()
+  mesh = {"data": 4, "fsdp": 16}
+  mini = c.actor.ppo_mini_batch_size * c.rollout.n
+  assert plan.suggest_micro_batch(c, mesh, hbm_bytes=1e18) == mini  # everything fits
+  assert plan.suggest_micro_batch(c, mesh, hbm_bytes=1e9) == 0  # nothing does
+  # Between the estimates of two divisors: the smaller one is the answer. (Fewer prompts a step,
+  # so that the micro-batched update, not the whole-batch reward pass, sets the peak.)
+  c.data.train_batch_size = 256
+  lo, hi = (plan.estimate(c, mesh, micro_batch_size=m) for m in (128, 256))
+  assert lo.peak_phase == hi.peak_phase == "update" and lo.total < hi.total
+  hbm = (lo.total + hi.total) / 2 / 0.9
+  m = plan.suggest_micro_batch(c, mesh, hbm_bytes=hbm)
+  assert m == 128 and mini % m == 0 and plan.estimate(c, mesh, micro_batch_size=m).fits(hbm)
+
+
+def test_cli_prints_a_table_and_json_for_the_paper_recipe_on_a_v5p_32():
+  out = subprocess.run(
+      [sys.executable, "launch/plan.py", "--config=configs/grlo.py", "--mesh=fsdp=16", "--hbm_gib=95",
+       "--config.actor.micro_batch_size=16"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  *table, last = out.stdout.strip().splitlines()
+  got = json.loads(last)
+  assert got["mesh"] == {"data": 1, "fsdp": 16, "tensor": 1} and got["micro_batch_size"] == 16
+  assert got["total"] == got["phases"][got["peak_phase"]] and isinstance(got["fits"], bool)
+  assert got["params"]["actor"] == pytest.approx(4.02e9 * 4 / 16, rel=0.02)  # Qwen3-4B, float32, 16 ways
+  assert "suggested_micro_batch_size" in got and any("KV cache" in line for line in table)
