@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from tests.conftest import SHARED_DATA
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NANO = ["--config.model.policy_arch=nano", "--config.model.rm_arch=nano", "--config.model.tokenizer=tiny:512",
         "--config.data.train_batch_size=8", "--config.actor.ppo_mini_batch_size=4",
@@ -82,6 +84,17 @@ def test_sigkill_mid_save_then_sigterm_then_resume_and_generate(tmp_path):
   assert gen.returncode == 0, gen.stderr[-3000:]
   result = json.loads(gen.stdout.strip().splitlines()[-1])
   assert 1 <= result["num_tokens"] <= 4
+
+  # 4. launch/evaluate.py on the workdir (near-zero scores expected: the point is the path).
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f"{SHARED_DATA} not found: evaluation part skipped")
+  out = tmp_path / "eval.json"
+  ev = subprocess.run([sys.executable, "launch/evaluate.py", f"--checkpoint={work}", "--benchmarks=math500",
+                       f"--data_dir={SHARED_DATA / 'eval'}", f"--output={out}", "--limit=2", "--max_new_tokens=4",
+                       "--batch_size=2"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  report = json.loads(out.read_text())["benchmarks"]["math500"]
+  assert report["n"] == 2 and 0.0 <= report["accuracy"] <= 1.0
 
 
 @pytest.mark.parametrize("flag, message", [
