@@ -13,10 +13,12 @@ phase adds temporaries on top, so the peak is `arguments + max over phases`:
   forward    old / reference log-probs and critic values, `lax.map` over micro-batches of m rows:
              one layer's activations on [m, T] (T = P + R) + the logits [m, R, V]
   reward     the reward model on the whole batch [B, T_rm] at once: one layer's activations
+             (T_rm = P + R + the chat template's few tokens, or `reward.rm_max_length` when the
+             host re-tokenizes for an RM with another tokenizer)
   update     a micro-batch's residuals for the backward pass (every layer's activations, or only
              each layer's input with remat) + logits + gradients (micro-batch and accumulator);
-             the actor's and the critic's updates are independent, and XLA interleaves them
-             (seen in XLA:CPU buffer dumps), so both count
+             the actor's and the critic's updates are independent and XLA interleaved them in
+             the dumps we read (both count) except when the micro-batch was replicated (the larger)
   optimizer  AdamW on the accumulated gradients
 
 Every tensor is divided by the mesh axes that `sharding.py`'s rules give its dimensions, when they
@@ -38,7 +40,6 @@ import math
 import types
 from collections.abc import Mapping
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
@@ -61,7 +62,7 @@ RM_EXTRA_TOKENS = (len(build.QWEN3_TEMPLATE.assistant_prefix_ids) + len(build.QW
 SAVED_D, SAVED_F, SAVED_QK = 6, 6, 4
 # One block's forward temporaries without a backward (only one layer is live at a time).
 FWD_D, FWD_F = 2, 2
-FWD_SCORE_F32 = 2  # float32 [N, T, S] buffers live at once (scores, exponentials) + probabilities
+FWD_SCORE_F32 = 1  # float32 [N, T, S] scores + the probabilities in the compute dtype
 # A remat backward keeps each layer's input [m, T, D] and, for the layer in flight, its recomputed
 # residuals and their gradients: REMAT_LAYER x one layer's residuals.
 REMAT_LAYER = 1.4
@@ -191,7 +192,6 @@ class _Weights:
   """One model's weights per device: as stored, and as the step all-gathers them for compute."""
 
   stored: int  # every parameter, param dtype, sharded
-  blocks_stored: int  # the stacked block weights alone
   layer_gathered: int  # one block's weights in the compute dtype, whole over data x fsdp
   head_gathered: int  # the LM head matrix (embed_vd when tied) in the compute dtype, whole over data x fsdp
   head_grad: int  # its float32 gradient before the reduce-scatter
@@ -203,7 +203,7 @@ class _Weights:
     whole_ms = dict(ms, data=1, fsdp=1)
     c = _itemsize(cfg.dtype)
     head_name = "embed_vd" if cfg.tie_word_embeddings else "lm_head_dv"
-    stored = blocks = layer = head = head_param = 0
+    stored = layer = head = head_param = 0
     sharded = False
     for path, var in nnx.to_flat_state(state):
       names = var.get_metadata()["logical_axes"]
@@ -212,23 +212,20 @@ class _Weights:
       stored += mine * dtype.itemsize
       sharded |= mine < whole
       if "layers" in names:
-        blocks += mine * dtype.itemsize
         layer += whole // shape[names.index("layers")] * c
       elif cfg.head == "lm" and path[-1] == head_name:
         head, head_param = whole * c, whole * 4
-    return cls(stored=stored, blocks_stored=blocks, layer_gathered=layer, head_gathered=head,
+    return cls(stored=stored, layer_gathered=layer, head_gathered=head,
                head_grad=head_param, sharded=sharded, cast=cfg.dtype != cfg.param_dtype)
 
   def in_use(self, stream_bytes: int) -> int:
-    """Copies compute makes of the weights in use: one layer (twice, to overlap the next one's
-    all-gather) and the head, when the weights are sharded or cast. XLA's SPMD partitioner gathers
-    a sharded weight when a layer's input (`stream_bytes` a device) outweighs it; otherwise it keeps
-    the weight in place and moves partial sums of the (smaller) activations instead."""
-    if self.cast and not self.sharded:
-      return 2 * self.layer_gathered + self.head_gathered
-    if self.sharded and stream_bytes >= self.layer_gathered:
-      return 2 * self.layer_gathered + self.head_gathered
-    return 0
+    """Copies compute makes of the weights in use: one layer (twice, to overlap the next layer's
+    all-gather) and the head, when the weights are cast or all-gathered. A heuristic from the
+    XLA:CPU dumps: sharded weights counted as gathered only when a layer's input (`stream_bytes`
+    a device) outweighs one layer of them; with less activation than weight the partitioner can
+    move activations instead, and the estimates matched better without the copies."""
+    gathers = self.sharded and stream_bytes >= self.layer_gathered
+    return 2 * self.layer_gathered + self.head_gathered if gathers or (self.cast and not self.sharded) else 0
 
 
 @functools.lru_cache(maxsize=32)
@@ -245,8 +242,8 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
   """Per-device memory of `config`'s step on `mesh` (a Mesh or {"data", "fsdp", "tensor"} sizes).
 
   `micro_batch_size` and `remat` override `actor.micro_batch_size` and `model.remat`.
-  `unroll_decode`: the sampler's per-layer decode (XLA:CPU's default, `SamplingParams`) keeps a
-  copy of the policy's block weights during the rollout.
+  `unroll_decode`: the sampler's per-layer decode (XLA:CPU's default, `SamplingParams`) keeps
+  every layer's weights as separate (gathered) buffers during the rollout.
   """
   ms = _mesh_shape(mesh)
   c = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
@@ -262,7 +259,8 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
 
   rows = lambda n: per_device((n,), ("batch",), ms)
   b, p, r = c.data.train_batch_size * rl.n, c.data.max_prompt_length, rl.sampling.max_new_tokens
-  t, s, t_rm = p + r, p + r, p + r + RM_EXTRA_TOKENS
+  t = s = p + r  # T: the forward passes' length; S: the KV cache's slots
+  t_rm = c.reward.rm_max_length if c.reward.retokenize else t + RM_EXTRA_TOKENS
   bd, md = rows(b), rows(rl.micro_batch_size)
   act, cache_bytes = dims["actor"], _itemsize(rl.sampling.cache_dtype)
 
@@ -298,7 +296,7 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
   fwd_roles = ["actor"] + (["critic"] if rl.uses_critic else []) + (["ref"] if rl.uses_ref else [])
   act_forward = max(forward(role) for role in fwd_roles)
 
-  # Reward model on the whole batch [B, T_rm] (ids and mask int32 built in-graph).
+  # Reward model on the whole batch [B, T_rm] (+ its input ids and mask, int32).
   act_reward = 0
   if "rm" in weights:
     rm = dims["rm"]
@@ -317,12 +315,18 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
     logits = LOGITS_BWD * md * r * dm.v * 4 if dm.cfg.head == "lm" else 0
     return int(kept + max(layer, logits))
 
-  act_backward_remat = sum(backward(role, True) for role in trainable)
-  act_backward_no_remat = sum(backward(role, False) for role in trainable)
+  # XLA interleaved the actor's and the critic's updates (both live) on one device and when the
+  # micro-batch splits over the devices; with a replicated micro-batch (m not a multiple of
+  # data x fsdp) it ran them one after the other in every dump we read.
+  replicated = md == rl.micro_batch_size and rows(b) < b
+  both = max if replicated else sum
+  act_backward_remat = both(backward(role, True) for role in trainable)
+  act_backward_no_remat = both(backward(role, False) for role in trainable)
   logits = LOGITS_BWD * md * r * act.v * 4
   # One micro-batch per mini-batch: the scan of one step keeps no separate accumulator.
   k = rl.ppo_mini_batch_size * rl.n // rl.micro_batch_size
   gradients = sum((1 if k == 1 else 2) * weights[role].stored for role in trainable)
+
   def gathered_for_update(role: str) -> int:
     w, stream = weights[role], dims[role].stream(md, t)
     return w.in_use(stream) + (w.head_grad if w.in_use(stream) and w.sharded else 0)
@@ -337,7 +341,7 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
       "forward": args + slack(rollout_buffers + act_forward),
       "reward": args + slack(rollout_buffers + act_reward) if act_reward else 0,
       "update": args + slack(rollout_buffers + act_backward + gradients + gathered),
-      "optimizer": args + slack(rollout_buffers + (1 + OPT_TEMPS) * sum(weights[x].stored for x in trainable)),
+      "optimizer": args + slack(rollout_buffers + (1 + OPT_TEMPS) * sum(params[x] for x in trainable)),
   }
   phases = {k: v for k, v in phases.items() if v}
   return Plan(mesh=ms, micro_batch_size=rl.micro_batch_size, rows_per_device=md, remat=bool(c.model.remat),
@@ -348,8 +352,8 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
               gathered=gathered, phases=phases)
 
 
-def suggest_micro_batch(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], hbm_bytes: float, *,
-                        margin: float = 0.9, unroll_decode: bool = False) -> int:
+def suggest_micro_batch(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int],
+                        hbm_bytes: float, *, margin: float = 0.9, unroll_decode: bool = False) -> int:
   """The largest `actor.micro_batch_size` that divides a mini-batch (ppo_mini_batch_size x rollout.n
   responses) and whose estimate fits in `margin x hbm_bytes`; 0 when none does (the rollout or the
   reward phase, which micro-batches do not shrink, is then too large by itself)."""
@@ -361,11 +365,12 @@ def suggest_micro_batch(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[
 
 
 def format_table(p: Plan, hbm_bytes: float | None = None, margin: float = 0.9) -> str:
-  """The plan as a fixed-width table in GiB per device: components, then phases."""
-  gib = lambda x: f"{x / GiB:9.2f}"
+  """The plan as a fixed-width table a device (GiB, or MiB below 1 GiB): components, then phases."""
+  unit, size = ("GiB", GiB) if p.total >= GiB else ("MiB", 2**20)
   mesh = " x ".join(f"{a}={n}" for a, n in p.mesh.items())
-  lines = [f"mesh {mesh}; micro-batch {p.micro_batch_size} responses ({p.rows_per_device} a device), "
-           f"remat {'on' if p.remat else 'off'}", "", f"{'component':<34}{'GiB/device':>10}"]
+  head = lambda title: f"{title:<36}{unit + '/device':>12}"
+  lines = [(f"mesh {mesh}; micro-batch {p.micro_batch_size} responses ({p.rows_per_device} a device), "
+            f"remat {'on' if p.remat else 'off'}"), "", head("component")]
   rows = [(f"params: {role}", b) for role, b in p.params.items()]
   rows += [("optimizer state (AdamW mu, nu)", p.optimizer), ("prompt batch", p.inputs),
            ("KV cache", p.kv_cache), ("rollout buffers", p.rollout_buffers),
@@ -374,13 +379,14 @@ def format_table(p: Plan, hbm_bytes: float | None = None, margin: float = 0.9) -
            ("activations: reward model (batch)", p.act_reward),
            ("activations: update, remat", p.act_backward_remat),
            ("activations: update, no remat", p.act_backward_no_remat),
-           ("  of which logits [m, R, V] f32", p.logits), ("gradients + accumulators", p.gradients),
-           ("all-gathered weights", p.gathered)]
-  lines += [f"{name:<34}{gib(b)}" for name, b in rows]
-  lines += ["", f"{'phase (arguments + temporaries)':<34}{'GiB/device':>10}"]
-  lines += [f"{name + (' <- peak' if name == p.peak_phase else ''):<34}{gib(b)}" for name, b in p.phases.items()]
+           ("logits [m, R, V] f32 (update)", p.logits), ("gradients + accumulators", p.gradients),
+           ("all-gathered weights (update)", p.gathered)]
+  lines += [f"{name:<36}{b / size:12.2f}" for name, b in rows]
+  lines += ["", head("phase (arguments + temporaries)")]
+  lines += [f"{name + (' <- peak' if name == p.peak_phase else ''):<36}{b / size:12.2f}"
+            for name, b in p.phases.items()]
   if hbm_bytes is not None:
     verdict = "fits" if p.fits(hbm_bytes, margin) else "does NOT fit"
-    lines += ["", f"peak {p.total / GiB:.2f} GiB of {hbm_bytes / GiB:.1f} GiB a device "
-                  f"({margin:.0%} usable): {verdict}"]
+    lines += ["", (f"peak {p.total / GiB:.2f} GiB of {hbm_bytes / GiB:.1f} GiB a device "
+                   f"({margin:.0%} usable): {verdict}")]
   return "\n".join(lines)

@@ -28,7 +28,7 @@ _DEVICES = flags.DEFINE_integer("devices", None, "Devices (chips) in all, to res
 _HBM_GIB = flags.DEFINE_float("hbm_gib", None, "Memory per device in GiB: report fit and suggest "
                               "actor.micro_batch_size.")
 _MARGIN = flags.DEFINE_float("margin", 0.9, "Fraction of --hbm_gib the step may use.")
-_UNROLL = flags.DEFINE_bool("unroll_decode", False, "Count the per-layer decode's weight copy (XLA:CPU).")
+_UNROLL = flags.DEFINE_bool("unroll_decode", False, "Count XLA:CPU's per-layer decode (weights copied per layer).")
 flags.mark_flags_as_required(["config"])
 
 

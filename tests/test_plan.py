@@ -1,5 +1,6 @@
 """The memory planner against XLA's own accounting of the compiled step, and its CLI."""
 
+import itertools
 import json
 import os
 import pathlib
@@ -29,7 +30,10 @@ def test_estimate_is_within_25_percent_of_the_compiled_step(arch, mesh_shape):
   c = _config(arch)
   n = mesh_shape.get("fsdp", 1) * mesh_shape.get("tensor", 1)
   mesh = sharding.make_mesh(mesh_shape, devices=jax.devices()[:n])
-  ma = build.lower_step(c, mesh).compile().memory_analysis()
+  # LLVM's optimisation level changes the speed of the code XLA:CPU emits, not its buffer
+  # assignment (the same figures either way); level 0 halves the compile time.
+  options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+  ma = build.lower_step(c, mesh).compile(compiler_options=options).memory_analysis()
   # What the step holds at its peak: its arguments (the donated state, aliased with the outputs,
   # and the batch), the outputs that are not aliased (metrics), and XLA's temporary heap.
   compiled = (ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
@@ -53,7 +57,7 @@ def test_figures_move_the_right_way():
   assert p.act_backward_remat < p.act_backward_no_remat and p.act_backward == p.act_backward_remat
   assert plan.estimate(c, mesh, micro_batch_size=16, remat=False).act_backward == p.act_backward_no_remat
   by_fsdp = [plan.estimate(c, {"fsdp": f}) for f in (1, 4, 16, 64)]
-  for fewer, more in zip(by_fsdp, by_fsdp[1:]):
+  for fewer, more in itertools.pairwise(by_fsdp):
     assert more.params["actor"] < fewer.params["actor"] and more.optimizer < fewer.optimizer
     assert more.kv_cache < fewer.kv_cache  # the batch splits over fsdp too
   assert by_fsdp[2].params["actor"] == pytest.approx(by_fsdp[0].params["actor"] / 16, rel=0.01)
@@ -63,9 +67,10 @@ def test_figures_move_the_right_way():
 
 
 def test_sharding_follows_the_rule_table():
-  # 4 KV heads on tensor=8 stay whole; 8 query heads split.
-  assert plan.per_device((4, 256, 4, 32), ("layers", "embed", "kv_heads", "head_dim"), {"data": 1, "fsdp": 2, "tensor": 8}) == 4 * 128 * 4 * 32
-  assert plan.per_device((256, 8, 32), ("embed", "q_heads", "head_dim"), {"data": 1, "fsdp": 1, "tensor": 8}) == 256 * 32
+  # 4 KV heads on tensor=8 stay whole; 8 query heads split; the model dimension splits over fsdp.
+  mesh = {"data": 1, "fsdp": 2, "tensor": 8}
+  assert plan.per_device((4, 256, 4, 32), ("layers", "embed", "kv_heads", "head_dim"), mesh) == 4 * 128 * 4 * 32
+  assert plan.per_device((256, 8, 32), ("embed", "q_heads", "head_dim"), mesh) == 128 * 32
   # The batch splits over data x fsdp only when both together divide it.
   assert plan.per_device((16,), ("batch",), {"data": 2, "fsdp": 4, "tensor": 1}) == 2
   assert plan.per_device((4,), ("batch",), {"data": 2, "fsdp": 4, "tensor": 1}) == 4
