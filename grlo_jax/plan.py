@@ -12,7 +12,7 @@ phase adds temporaries on top, so the peak is `arguments + max over phases`:
              over all S cache slots (the sampler's batch is the whole step batch)
   forward    old / reference log-probs and critic values, `lax.map` over micro-batches of m rows:
              one layer's activations on [m, T] (T = P + R) + the logits [m, R, V]
-  reward     the reward model on the whole batch [B, T_rm] at once: one layer's activations
+  reward     the reward model, micro-batch by micro-batch [b, T_rm]: one layer's activations
              (T_rm = P + R + the chat template's few tokens, or `reward.rm_max_length` when the
              host re-tokenizes for an RM with another tokenizer)
   update     a micro-batch's residuals for the backward pass (every layer's activations, or only
@@ -92,7 +92,7 @@ class Plan:
   rollout_buffers: int  # responses, masks, log-probs, values, advantages (and their mini-batch split)
   act_prefill: int  # the sampler's prefill, one layer, the whole batch
   act_forward: int  # one forward micro-batch of the largest model (old / ref log-probs, values)
-  act_reward: int  # the reward model on the whole batch, one layer
+  act_reward: int  # the reward model on a micro-batch, one layer
   act_backward_remat: int  # an update micro-batch's activations with remat (actor + critic)
   act_backward_no_remat: int  # the same without remat
   logits: int  # the update's float32 logits buffers [m, R, V]
@@ -296,12 +296,12 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
   fwd_roles = ["actor"] + (["critic"] if rl.uses_critic else []) + (["ref"] if rl.uses_ref else [])
   act_forward = max(forward(role) for role in fwd_roles)
 
-  # Reward model on the whole batch [B, T_rm] (+ its input ids and mask, int32).
+  # Reward model, micro-batch by micro-batch [b, T_rm] (+ its input ids and mask, int32).
   act_reward = 0
   if "rm" in weights:
     rm = dims["rm"]
-    act_reward = (rm.forward_layer(bd, t_rm, t_rm) + 2 * rm.stream(bd, t_rm) + 2 * bd * t_rm * 4
-                  + weights["rm"].in_use(rm.stream(bd, t_rm)))
+    act_reward = (rm.forward_layer(md, t_rm, t_rm) + 2 * rm.stream(md, t_rm) + 2 * md * t_rm * 4
+                  + weights["rm"].in_use(rm.stream(md, t_rm)))
 
   # Update: residuals of a micro-batch for every layer (remat: each layer's input) + the layer in
   # flight; the logits buffers of the actor; gradients: the micro-batch's and the accumulator's.
@@ -376,7 +376,7 @@ def format_table(p: Plan, hbm_bytes: float | None = None, margin: float = 0.9) -
            ("KV cache", p.kv_cache), ("rollout buffers", p.rollout_buffers),
            ("activations: prefill (1 layer)", p.act_prefill),
            ("activations: forward micro-batch", p.act_forward),
-           ("activations: reward model (batch)", p.act_reward),
+           ("activations: reward model (micro-batch)", p.act_reward),
            ("activations: update, remat", p.act_backward_remat),
            ("activations: update, no remat", p.act_backward_no_remat),
            ("logits [m, R, V] f32 (update)", p.logits), ("gradients + accumulators", p.gradients),

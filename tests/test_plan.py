@@ -24,8 +24,8 @@ def _config(arch: str):
   return c
 
 
-@pytest.mark.parametrize("arch", ["tiny", "small"])
-@pytest.mark.parametrize("mesh_shape", [{"fsdp": 1}, {"fsdp": 4, "tensor": 2}], ids=["1dev", "fsdp4xtensor2"])
+@pytest.mark.parametrize("arch, mesh_shape", [("tiny", {"fsdp": 4, "tensor": 2}), ("small", {"fsdp": 1})],
+                         ids=["tiny-fsdp4xtensor2", "small-1dev"])
 def test_estimate_is_within_25_percent_of_the_compiled_step(arch, mesh_shape):
   c = _config(arch)
   n = mesh_shape.get("fsdp", 1) * mesh_shape.get("tensor", 1)
@@ -51,8 +51,8 @@ def test_figures_move_the_right_way():
   mesh = {"fsdp": 16}
   small, large = plan.estimate(c, mesh, micro_batch_size=16), plan.estimate(c, mesh, micro_batch_size=64)
   assert small.act_backward < large.act_backward and small.logits < large.logits
-  assert small.act_forward < large.act_forward
-  assert small.act_reward == large.act_reward and small.kv_cache == large.kv_cache  # whole-batch phases
+  assert small.act_forward < large.act_forward and small.act_reward < large.act_reward
+  assert small.kv_cache == large.kv_cache  # the sampler runs on the whole batch
   p = plan.estimate(c, mesh, micro_batch_size=16, remat=True)
   assert p.act_backward_remat < p.act_backward_no_remat and p.act_backward == p.act_backward_remat
   assert plan.estimate(c, mesh, micro_batch_size=16, remat=False).act_backward == p.act_backward_no_remat

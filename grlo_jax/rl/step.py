@@ -126,8 +126,9 @@ def _merge(y: jax.Array, ngroups: int) -> jax.Array:
 
 
 def _map_micro(fn, k: int, *xs):
-  """fn over k strided micro-batches of the batch (bounds activation memory), results re-joined."""
-  out = jax.lax.map(lambda args: fn(*args), tuple(_split(x, k) for x in xs))
+  """fn over k strided micro-batches of the batch (bounds activation memory), results re-joined.
+  Each of `xs` is a pytree of batch-major arrays."""
+  out = jax.lax.map(lambda args: fn(*args), jax.tree.map(lambda x: _split(x, k), xs))
   return jax.tree.map(lambda y: _merge(y, 1), out)
 
 
@@ -167,8 +168,10 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
       values_br = jax.lax.stop_gradient(_map_micro(
           lambda seq, m: _response_values(defs.critic, state.critic, seq, m, p), n_micro, seq_bt, seq_mask_bt))
 
-    # Rewards and advantages.
-    score_b = reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll).astype(jnp.float32)
+    # Rewards (the RM forward micro-batch by micro-batch too) and advantages.
+    score_b = _map_micro(lambda rep, ro: reward_fn(state, rep, rep["input_ids_bp"],
+                                                   rep["attention_mask_bp"].astype(bool), ro),
+                         n_micro, batch_rep, roll).astype(jnp.float32)
     rewards_br = token_level_rewards(score_b, mask_br)
     metrics = {}
     if cfg.use_kl_in_reward:
