@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -32,7 +33,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distributed.initialize_from_flags()
   from grlo_jax import trainer  # after jax.distributed: importing JAX modules is fine, using devices is not
-  logging.getLogger("grlo_jax").setLevel(logging.INFO)
+  # Process 0 logs progress; the others only warnings and errors (metrics are process 0's too).
+  logging.getLogger("grlo_jax").setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save chatter
   try:
     trainer.train(_CONFIG.value, _WORKDIR.value)
