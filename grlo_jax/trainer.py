@@ -235,6 +235,7 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
     progress = metrics.Progress(total_steps, start)
     preempt = _Preemption()
     rng = jax.random.key(c.seed)
+    by_index = {p.record.index: p for p in prompts.prompts}
     bad_streak, saved = 0, start
     log.info("training steps %d..%d (%d per epoch, %d prompts kept of %d, %d skipped as malformed)",
              start + 1, total_steps, per_epoch, len(prompts.prompts), prompts.num_read, num_bad)
@@ -267,8 +268,7 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
                                  f"{c.max_bad_steps}); stopping. The last good checkpoint is step {saved} "
                                  f"in {checkpointer.directory}")
         if c.log.samples_every_steps and step % c.log.samples_every_steps == 0 and rollout:
-          writer.samples(step, _sample_rows(rollout, by_index={p.record.index: p for p in prompts.prompts},
-                                            tokenizer=tokenizer))
+          writer.samples(step, _sample_rows(rollout, by_index, tokenizer))
         stop = preempt.agreed()
         if not bad_streak and (step % c.checkpoint.every_steps == 0 or step == total_steps or stop):
           checkpointer.save(step, st, iterator, meta | {"step": step})
