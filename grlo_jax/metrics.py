@@ -77,10 +77,10 @@ class Progress:
   """A console line per step: step / total, tokens/s, reward, ETA (steps/s measured after the
   first, compile-bearing, step)."""
 
-  def __init__(self, total_steps: int, start_step: int):
-    self.total, self.start = total_steps, start_step
+  def __init__(self, total_steps: int):
+    self.total = total_steps
     self._t0 = None
-    self._timed_from = start_step
+    self._timed_from = 0
 
   def line(self, step: int, step_seconds: float, tokens: float, reward: float) -> str:
     now = time.perf_counter()

@@ -34,25 +34,38 @@ RULES = PARAM_RULES | ACT_RULES
 Names = Sequence[str | None]
 
 
-def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A (data, fsdp, tensor) mesh; one axis may be -1 to take the remaining devices."""
+def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None,
+              dcn_data: int = 1) -> Mesh:
+  """A (data, fsdp, tensor) mesh; one axis may be -1 to take the remaining devices.
+
+  With `dcn_data` > 1 the devices form that many slices: `shape` is one slice's mesh (ICI) and
+  the slices stack on the data axis (DCN), which then has `dcn_data x shape["data"]` entries.
+  """
   devices = list(jax.devices() if devices is None else devices)
   shape = dict({"data": 1, "fsdp": -1, "tensor": 1}, **(shape or {}))
   unknown = set(shape) - set(MESH_AXES)
   if unknown:
     raise ValueError(f"unknown mesh axes {sorted(unknown)}; the mesh axes are {MESH_AXES}")
+  if dcn_data < 1 or len(devices) % dcn_data:
+    raise ValueError(f"mesh.dcn_data={dcn_data} slices do not divide {len(devices)} devices")
+  per_slice = len(devices) // dcn_data
   sizes = [shape[a] for a in MESH_AXES]
   if sizes.count(-1) > 1:
     raise ValueError(f"at most one mesh axis may be -1, got {shape}")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
-    if len(devices) % known:
-      raise ValueError(f"mesh {shape} does not divide {len(devices)} devices")
-    sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices):
+    if per_slice % known:
+      raise ValueError(f"mesh {shape} does not divide {per_slice} devices")
+    sizes[sizes.index(-1)] = per_slice // known
+  if math.prod(sizes) != per_slice:
     raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
-                     f"{len(devices)} are available")
-  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+                     f"{per_slice} are available" + (" a slice" if dcn_data > 1 else ""))
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  if dcn_data == 1:
+    return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=axis_types, devices=devices)
+  from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
+  grid = mesh_utils.create_hybrid_device_mesh(sizes, [dcn_data, 1, 1], devices)
+  return Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def spec(names: Names, shape: Sequence[int] | None = None, mesh: Mesh | None = None) -> P:

@@ -51,18 +51,9 @@ class _Models:
 
 
 def make_mesh(c: ml_collections.ConfigDict) -> jax.sharding.Mesh:
-  """The (data, fsdp, tensor) mesh over every device of every process; `mesh.dcn_data` slices
-  are stacked on the data axis (ICI inside a slice, DCN across)."""
-  shape = {"data": c.mesh.data, "fsdp": c.mesh.fsdp, "tensor": c.mesh.tensor}
-  if c.mesh.dcn_data == 1:
-    return sharding.make_mesh(shape)
-  from jax.experimental import mesh_utils
-  per_slice = jax.device_count() // c.mesh.dcn_data
-  ici = [shape[a] if shape[a] != -1 else 0 for a in sharding.MESH_AXES]
-  if 0 in ici:
-    ici[ici.index(0)] = per_slice // int(np.prod([s for s in ici if s]))
-  devices = mesh_utils.create_hybrid_device_mesh(ici, [c.mesh.dcn_data, 1, 1])
-  return jax.sharding.Mesh(devices, sharding.MESH_AXES)
+  """The config's mesh over every device of every process (`mesh.dcn_data` slices on data)."""
+  return sharding.make_mesh({"data": c.mesh.data, "fsdp": c.mesh.fsdp, "tensor": c.mesh.tensor},
+                            dcn_data=c.mesh.dcn_data)
 
 
 def _load_models(c: ml_collections.ConfigDict, mesh, vocab_needed: int) -> _Models:
@@ -232,7 +223,7 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
 
     step_fn = jit_train_step(make_train_step(rl, defs, txs, reward_fn), mesh, st, build.abstract_batch(c))
     writer = metrics.MetricWriter(workdir, tensorboard=c.log.tensorboard, enabled=lead)
-    progress = metrics.Progress(total_steps, start)
+    progress = metrics.Progress(total_steps)
     preempt = _Preemption()
     rng = jax.random.key(c.seed)
     by_index = {p.record.index: p for p in prompts.prompts}

@@ -1,5 +1,6 @@
 """The forward on an 8-device mesh (fsdp=4 x tensor=2) equals the 1-device one."""
 
+import pytest
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,3 +39,10 @@ def test_indivisible_dims_stay_replicated():
   mesh = sharding.make_mesh({"fsdp": 1, "tensor": 8})
   assert sharding.spec(("embed", "kv_heads", "head_dim"), (64, 4, 16), mesh) == P("fsdp", None, None)
   assert sharding.spec(("embed", "q_heads", "head_dim"), (64, 8, 16), mesh) == P("fsdp", "tensor", None)
+
+
+def test_mesh_slices_must_divide_the_devices():
+  with pytest.raises(ValueError, match="mesh.dcn_data=3 slices do not divide 8 devices"):
+    sharding.make_mesh(dcn_data=3)
+  with pytest.raises(ValueError, match="needs 8 devices, 4 are available a slice"):
+    sharding.make_mesh({"fsdp": 8}, dcn_data=2)

@@ -14,8 +14,7 @@ import pytest
 from tests.conftest import SHARED_DATA
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-NANO = ["--config.model.policy_arch=nano", "--config.model.rm_arch=nano", "--config.model.tokenizer=tiny:512",
-        "--config.data.train_batch_size=8", "--config.actor.ppo_mini_batch_size=4",
+NANO = ["--config.data.train_batch_size=8", "--config.actor.ppo_mini_batch_size=4",
         "--config.actor.micro_batch_size=4", "--config.rollout.response_length=8", "--config.log.tensorboard=False"]
 
 

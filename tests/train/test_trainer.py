@@ -14,12 +14,8 @@ from grlo_jax.rl import build
 
 
 def nano(cfg=None, **overrides):
-  """The tiny preset at test size: 2-layer models, a 512-id tokenizer, 8 prompts x 8 tokens."""
+  """The tiny preset (2-layer models, a 512-id tokenizer) at test size: 8 prompts x 8 tokens."""
   c = cfg or grlo.get_config("tiny")
-  c.model.policy_arch = "nano"
-  if c.model.rm_arch:
-    c.model.rm_arch = "nano"
-  c.model.tokenizer = "tiny:512"
   c.data.train_batch_size = 8
   c.actor.ppo_mini_batch_size = 4 if c.rollout.n == 1 else 2
   c.actor.micro_batch_size = 4
