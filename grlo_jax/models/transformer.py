@@ -74,22 +74,39 @@ def apply_rope(x_btnh: jax.Array, pos_bt: jax.Array, inv_freq_h2: jax.Array) -> 
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_btnh.dtype)
 
 
-def gqa_attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
+def gqa_attention(q_btnh: jax.Array, k_bksh: jax.Array, v_bksh: jax.Array,
                   mask_bts: jax.Array) -> jax.Array:
   b, t, n, h = q_btnh.shape
-  q_btkgh = q_btnh.reshape(b, t, k_bskh.shape[2], -1, h)
-  s_bkgts = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, k_bskh,
+  q_btkgh = q_btnh.reshape(b, t, k_bksh.shape[1], -1, h)
+  s_bkgts = jnp.einsum("btkgh,bksh->bkgts", q_btkgh, k_bksh,
                        preferred_element_type=jnp.float32) * h**-0.5
   s_bkgts = jnp.where(mask_bts[:, None, None], s_bkgts, _NEG_INF)
-  p_bkgts = jax.nn.softmax(s_bkgts, axis=-1).astype(v_bskh.dtype)
-  o_btkgh = jnp.einsum("bkgts,bskh->btkgh", p_bkgts, v_bskh)
-  return o_btkgh.reshape(b, t, n, h)
+  p_bkgts = jax.nn.softmax(s_bkgts, axis=-1).astype(v_bksh.dtype)
+  o_bkgth = jnp.einsum("bkgts,bksh->bkgth", p_bkgts, v_bksh)
+  return o_bkgth.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+
+
+def decode_attention(q_b1nh: jax.Array, k_bksh: jax.Array, v_bksh: jax.Array,
+                     mask_b1s: jax.Array) -> jax.Array:
+  """`gqa_attention` for one query token, as multiply-reduce fusions that read the cache in place.
+
+  Written as dots, XLA:CPU copies every layer's freshly updated cache buffer before the dot reads
+  it (two to three copies per buffer and step); as fusions it does not.
+  """
+  b, _, n, h = q_b1nh.shape
+  q_bkgh = q_b1nh.reshape(b, k_bksh.shape[1], -1, h).astype(jnp.float32)
+  s_bkgs = jnp.sum(q_bkgh[:, :, :, None, :] * k_bksh[:, :, None].astype(jnp.float32), axis=-1) * h**-0.5
+  s_bkgs = jnp.where(mask_b1s[:, None], s_bkgs, _NEG_INF)
+  p_bkgs = jax.nn.softmax(s_bkgs, axis=-1)
+  o_bkgh = jnp.sum(p_bkgs[..., None] * v_bksh[:, :, None].astype(jnp.float32), axis=3)
+  return o_bkgh.reshape(b, 1, n, h).astype(q_b1nh.dtype)
 
 
 def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str, jax.Array],
            pos_bt: jax.Array, mask_bts: jax.Array, kv=None):
-  """One pre-norm block. `kv` = (k_lbskh, v_lbskh, l, index): write this step's k/v into layer
-  `l` of the cache at slot `index` (only the new tokens, in place), then attend over the layer."""
+  """One pre-norm block. `kv` = (k_lbksh, v_lbksh, l, index): write this step's k/v into layer
+  `l` of the cache at slot `index` (only the new tokens, in place), then attend over the layer.
+  `p` holds one layer's weights, stacked-layout names or `decode_layers`' (fused gate|up)."""
   dt = x_btd.dtype
   eps = cfg.rms_norm_eps
   h_btd = rms_norm(x_btd, p["attn_norm_d"], eps)
@@ -101,19 +118,26 @@ def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str,
     k_btkh = rms_norm(k_btkh, p["k_norm_h"], eps)
   q_btnh = sharding.constrain(apply_rope(q_btnh, pos_bt, inv_freq), ("batch", "seq", "act_heads", None))
   k_btkh = apply_rope(k_btkh, pos_bt, inv_freq)
+  k_bkth, v_bkth = k_btkh.transpose(0, 2, 1, 3), v_btkh.transpose(0, 2, 1, 3)
   if kv is None:
-    k_bskh, v_bskh, new_kv = k_btkh, v_btkh, None
+    k_bksh, v_bksh, new_kv = k_bkth, v_bkth, None
   else:
-    k_lbskh, v_lbskh, l, index = kv
-    k_lbskh = jax.lax.dynamic_update_slice(k_lbskh, k_btkh[None].astype(k_lbskh.dtype), (l, 0, index, 0, 0))
-    v_lbskh = jax.lax.dynamic_update_slice(v_lbskh, v_btkh[None].astype(v_lbskh.dtype), (l, 0, index, 0, 0))
-    k_bskh, v_bskh, new_kv = k_lbskh[l], v_lbskh[l], (k_lbskh, v_lbskh)
-  o_btnh = gqa_attention(q_btnh, k_bskh.astype(dt), v_bskh.astype(dt), mask_bts)
-  x_btd = x_btd + jnp.einsum("btnh,nhd->btd", o_btnh, p["wo_nhd"].astype(dt))
+    k_lbksh, v_lbksh, l, index = kv
+    k_lbksh = jax.lax.dynamic_update_slice(k_lbksh, k_bkth[None].astype(k_lbksh.dtype), (l, 0, 0, index, 0))
+    v_lbksh = jax.lax.dynamic_update_slice(v_lbksh, v_bkth[None].astype(v_lbksh.dtype), (l, 0, 0, index, 0))
+    k_bksh, v_bksh, new_kv = k_lbksh[l], v_lbksh[l], (k_lbksh, v_lbksh)
+  attention = decode_attention if kv is not None and q_btnh.shape[1] == 1 else gqa_attention
+  o_btnh = attention(q_btnh, k_bksh.astype(dt), v_bksh.astype(dt), mask_bts)
+  # One flat [N*H, D] contraction: as "btnh,nhd" XLA:CPU transposed wo on every decode step.
+  b, t, n, h = o_btnh.shape
+  x_btd = x_btd + jnp.einsum("btx,xd->btd", o_btnh.reshape(b, t, n * h), p["wo_nhd"].reshape(n * h, -1).astype(dt))
   x_btd = sharding.constrain(x_btd, ("batch", "seq", "act_embed"))
   h_btd = rms_norm(x_btd, p["mlp_norm_d"], eps)
-  g_btf = jnp.einsum("btd,df->btf", h_btd, p["wg_df"].astype(dt))
-  u_btf = jnp.einsum("btd,df->btf", h_btd, p["wu_df"].astype(dt))
+  if "wgu_dx" in p:  # decode layout (`decode_layers`): one wider dot streams the weights faster
+    g_btf, u_btf = jnp.split(jnp.einsum("btd,dx->btx", h_btd, p["wgu_dx"].astype(dt)), 2, axis=-1)
+  else:
+    g_btf = jnp.einsum("btd,df->btf", h_btd, p["wg_df"].astype(dt))
+    u_btf = jnp.einsum("btd,df->btf", h_btd, p["wu_df"].astype(dt))
   a_btf = sharding.constrain(jax.nn.silu(g_btf) * u_btf, ("batch", "seq", "act_mlp"))
   x_btd = x_btd + jnp.einsum("btf,fd->btd", a_btf, p["wd_fd"].astype(dt))
   return sharding.constrain(x_btd, ("batch", "seq", "act_embed")), new_kv
@@ -168,7 +192,7 @@ class Transformer(nnx.Module):
              layers: list[dict[str, jax.Array]] | None = None) -> tuple[jax.Array, KVCache | None]:
     """Final-norm hidden states [B, T, D] (and the updated cache).
 
-    `layers` (from `unstack_layers`) with a per-layer cache (`KVCache.unstack`) runs the blocks as
+    `layers` (from `decode_layers`) with a per-layer cache (`KVCache.unstack`) runs the blocks as
     a Python loop over separate buffers instead of a scan: on XLA:CPU each scan iteration copies
     its weight and cache slices, which dominates one-token decode steps.
     """
@@ -200,31 +224,37 @@ class Transformer(nnx.Module):
     if cache is None:
       x_btd, _ = jax.lax.scan(lambda x, p: (layer(x, p), None), x_btd, self.blocks.weights())
     elif layers is not None:
-      ks, vs = list(cache.k_lbskh), list(cache.v_lbskh)
+      ks, vs = list(cache.k_lbksh), list(cache.v_lbksh)
       for l, p in enumerate(layers):
         x_btd, (ks[l], vs[l]) = _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts,
                                        (ks[l], vs[l], 0, cache.index))
-      cache = cache.replace(k_lbskh=tuple(ks), v_lbskh=tuple(vs), mask_bs=slot_bs,
+      cache = cache.replace(k_lbksh=tuple(ks), v_lbksh=tuple(vs), mask_bs=slot_bs,
                             pos_b=cache.pos_b + mask_bt.sum(axis=1, dtype=jnp.int32), index=cache.index + t)
     else:
       def cached_layer(carry, p_and_l):
-        x_btd, k_lbskh, v_lbskh = carry
+        x_btd, k_lbksh, v_lbksh = carry
         p, l = p_and_l
-        kv = (k_lbskh, v_lbskh, l, cache.index)
-        x_btd, (k_lbskh, v_lbskh) = _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts, kv)
-        return (x_btd, k_lbskh, v_lbskh), None
+        kv = (k_lbksh, v_lbksh, l, cache.index)
+        x_btd, (k_lbksh, v_lbksh) = _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts, kv)
+        return (x_btd, k_lbksh, v_lbksh), None
 
-      (x_btd, k_lbskh, v_lbskh), _ = jax.lax.scan(
-          cached_layer, (x_btd, cache.k_lbskh, cache.v_lbskh),
+      (x_btd, k_lbksh, v_lbksh), _ = jax.lax.scan(
+          cached_layer, (x_btd, cache.k_lbksh, cache.v_lbksh),
           (self.blocks.weights(), jnp.arange(cfg.num_layers)))
-      cache = cache.replace(k_lbskh=k_lbskh, v_lbskh=v_lbskh, mask_bs=slot_bs,
+      cache = cache.replace(k_lbksh=k_lbksh, v_lbksh=v_lbksh, mask_bs=slot_bs,
                             pos_b=cache.pos_b + mask_bt.sum(axis=1, dtype=jnp.int32),
                             index=cache.index + t)
     return rms_norm(x_btd, self.final_norm_d.value, cfg.rms_norm_eps), cache
 
-  def unstack_layers(self) -> list[dict[str, jax.Array]]:
-    """The block weights as L separate per-layer dicts (for `hidden(..., layers=...)`)."""
-    return [{k: v[l] for k, v in self.blocks.weights().items()} for l in range(self.cfg.num_layers)]
+  def decode_layers(self) -> list[dict[str, jax.Array]]:
+    """The block weights as L separate per-layer dicts for `hidden(..., layers=...)`, with gate
+    and up fused into one [D, 2F] matrix `wgu_dx` (a copy of the weights, made once per call)."""
+    out = []
+    for l in range(self.cfg.num_layers):
+      p = {k: v[l] for k, v in self.blocks.weights().items()}
+      p["wgu_dx"] = jnp.concatenate([p.pop("wg_df"), p.pop("wu_df")], axis=1)
+      out.append(p)
+    return out
 
   def head(self, x_btd: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
     """Apply this model's head to hidden states (float32 output)."""

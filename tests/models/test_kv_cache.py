@@ -33,4 +33,4 @@ def test_cached_decode_matches_full_forward():
 def test_cache_dtype_is_configurable():
   cfg = models.preset("tiny").replace(num_layers=1)
   cache = models.KVCache.init(cfg, batch=2, max_len=8, dtype="bfloat16")
-  assert cache.k_lbskh.dtype == jnp.bfloat16 and cache.k_lbskh.shape == (1, 2, 8, 4, 32)
+  assert cache.k_lbksh.dtype == jnp.bfloat16 and cache.k_lbksh.shape == (1, 2, 4, 8, 32)

@@ -8,7 +8,7 @@ import torch
 import transformers
 
 from grlo_jax import models, sharding
-from grlo_jax.sampling import SamplingParams, generate, generate_with_params, sample_logits
+from grlo_jax.sampling import SamplingParams, argmax, categorical, generate, generate_with_params, sample_logits
 from tests.models import hf_fixtures as fx
 
 LENGTHS = (9, 4, 6, 2)
@@ -66,6 +66,32 @@ def test_sampled_frequencies_follow_softmax(temperature):
   expected = n * np.asarray(jax.nn.softmax(logits_v / temperature))
   chi2 = ((counts - expected) ** 2 / expected).sum()
   assert chi2 < 24.32, f"chi2={chi2:.1f} > 24.32 (df=7, p=0.001)"  # critical value, 7 dof
+
+
+def test_two_level_draw_over_several_vocabulary_blocks():
+  """V=300 spans three 128-token blocks, the last one padded; some tokens have zero mass."""
+  rng = np.random.default_rng(1)
+  logits_v = rng.normal(size=300) * 1.5
+  logits_v[rng.choice(300, 40, replace=False)] = -np.inf
+  n = 60_000
+  tok_b = np.asarray(jax.jit(categorical)(jax.random.key(5), jnp.tile(jnp.asarray(logits_v, jnp.float32), (n, 1))))
+  probs = np.asarray(jax.nn.softmax(jnp.asarray(logits_v)))
+  assert np.all(probs[tok_b] > 0), "drew a token with zero probability"
+  # Chi-square over the allowed tokens, rare ones pooled so every bin expects >= 20 draws.
+  counts = np.bincount(tok_b, minlength=300)
+  allowed = np.flatnonzero(probs > 0)
+  common = allowed[probs[allowed] * n >= 20]
+  rare = np.setdiff1d(allowed, common)
+  obs = np.append(counts[common], counts[rare].sum())
+  exp = np.append(probs[common], probs[rare].sum()) * n
+  chi2 = ((obs - exp) ** 2 / exp).sum()
+  dof = len(obs) - 1
+  assert chi2 < dof + 3.1 * np.sqrt(2 * dof), f"chi2={chi2:.1f}, dof={dof}"  # ~p=0.001, normal approx.
+
+
+def test_argmax_is_first_maximum_like_numpy():
+  x = np.random.default_rng(0).integers(0, 5, size=(64, 333)).astype(np.float32)  # many ties
+  np.testing.assert_array_equal(np.asarray(argmax(jnp.asarray(x))), np.argmax(x, axis=-1))
 
 
 def test_top_k_and_top_p_stay_in_the_allowed_set():
