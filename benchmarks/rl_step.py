@@ -5,9 +5,10 @@ r"""Full RL step throughput (rollout + scoring + update) of grlo_jax, side by si
 Shapes follow ../shared/peers.md: GRPO 2 prompts x 4 samples, PPO 8 prompts x 1 with a critic;
 prompt 64, 128 new tokens at temperature 1 with no early stop; KL loss with beta 0.04 against a
 reference copy; float32. Policy, reference and critic load the same random HF weights (the critic
-with a new value head). Our step also runs a reward-model forward (a score-head model of the same
-preset) inside the jit, which Tunix's reward function does not: the comparison counts that
-against us. The rollout share is the time of `generate` alone over the step's time. Prints one
+with a new value head). --reward=model (GRLO's path): our step also runs a reward-model forward (a
+score-head model of the same preset) inside the jit, which Tunix's reward function does not, so
+the comparison counts that against us; --reward=rule: an in-graph 0/1 rule (parity of the
+response's token sum), the same work as Tunix's random 0/1 Python reward. The rollout share is the time of `generate` alone over the step's time. Prints one
 JSON line; logs go to stderr.
 """
 
@@ -32,7 +33,11 @@ from grlo_jax.sampling import SamplingParams, generate_with_params
 SHAPES = {"grpo": (2, 4), "ppo": (8, 1)}  # prompts, samples per prompt
 
 
-def bench_ours(path, algo, prompt_len, new_tokens, repeats, beta):
+def parity_reward(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll):
+  return (jnp.sum(jnp.where(roll.mask, roll.tokens, 0), axis=1) % 2).astype(jnp.float32)
+
+
+def bench_ours(path, algo, prompt_len, new_tokens, repeats, beta, reward):
   prompts, n = SHAPES[algo]
   policy = models.load_pretrained(path)
   ref = models.load_pretrained(path)
@@ -50,7 +55,8 @@ def bench_ours(path, algo, prompt_len, new_tokens, repeats, beta):
   template = RMTemplate(turn_end_ids=(vocab - 2, vocab - 1), pad_id=0, eos_ids=())
   ids = np.random.default_rng(0).integers(1, vocab - 2, size=(prompts, prompt_len)).astype(np.int32)
   batch = {"input_ids_bp": jnp.asarray(ids), "attention_mask_bp": jnp.ones_like(jnp.asarray(ids))}
-  step = jit_train_step(make_train_step(cfg, defs, txs, make_reward_fn(defs.rm, template)), None, st, batch)
+  reward_fn = make_reward_fn(defs.rm, template) if reward == "model" else parity_reward
+  step = jit_train_step(make_train_step(cfg, defs, txs, reward_fn), None, st, batch)
 
   box = {"st": st}
 
@@ -81,15 +87,16 @@ def main():
   ap.add_argument("--new_tokens", type=int, default=128)
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--beta", type=float, default=0.04)
+  ap.add_argument("--reward", default="model", choices=["model", "rule"])
   ap.add_argument("--tunix_python", default=None)
   a = ap.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     path = common.save_hf_preset(a.preset, pathlib.Path(tmp))
     result = {"bench": "rl_step", "preset": a.preset, "algo": a.algo, "prompts_x_samples": SHAPES[a.algo],
-              "prompt_len": a.prompt_len, "new_tokens": a.new_tokens, "repeats": a.repeats,
+              "prompt_len": a.prompt_len, "new_tokens": a.new_tokens, "repeats": a.repeats, "reward": a.reward,
               "device": jax.devices()[0].device_kind, **common.machine(), "git": common.git_rev()}
     common.log("grlo_jax ...")
-    result["grlo_jax"] = bench_ours(path, a.algo, a.prompt_len, a.new_tokens, a.repeats, a.beta)
+    result["grlo_jax"] = bench_ours(path, a.algo, a.prompt_len, a.new_tokens, a.repeats, a.beta, a.reward)
     if a.tunix_python:
       common.log("tunix ...")
       result["tunix"] = common.run_peer(a.tunix_python, "tunix_rl_step.py", [

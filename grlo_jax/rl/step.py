@@ -53,6 +53,9 @@ class RLConfig:
   kl_penalty: str = "kl"
   kl_coef: float = 0.001
   cliprange_value: float = 0.5
+  # One update a step (1 epoch, 1 mini-batch) is on-policy: the old log-probs are then the update's
+  # own, stop-gradient. True runs their separate forward anyway (as verl always does).
+  recompute_old_log_prob: bool = False
   num_logged_samples: int = 0  # rollouts returned in metrics["rollout/..."] for the host to log
 
   @property
@@ -155,13 +158,20 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     maskf_br = mask_br.astype(jnp.float32)
     n_micro = b // cfg.micro_batch_size
 
+    n_mini = b // (cfg.ppo_mini_batch_size * cfg.n)
+    # With one update a step the policy is still the rollout's at the update, so the old log-probs
+    # are the update's own (stop-gradient) and need no forward of their own: ratio 1 either way.
+    # The in-reward KL needs them before the advantages.
+    one_update = (cfg.ppo_epochs == 1 and n_mini == 1 and not cfg.use_kl_in_reward
+                  and not cfg.recompute_old_log_prob)
+
     # Old (and reference) log-probs, values: one forward each, micro-batch by micro-batch.
     def logp_of(graphdef, params):
       def one(seq, m, resp):
         return losses.logprobs_from_logits(_response_logits(graphdef, params, seq, m, p, temp), resp)
       return jax.lax.stop_gradient(_map_micro(one, n_micro, seq_bt, seq_mask_bt, resp_br))
 
-    old_logp_br = logp_of(defs.actor, state.actor)
+    old_logp_br = None if one_update else logp_of(defs.actor, state.actor)
     ref_logp_br = logp_of(defs.actor, state.ref) if cfg.uses_ref else None
     values_br = None
     if cfg.uses_critic:
@@ -189,10 +199,10 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
       adv_br, ret_br = estimator(rewards_br, maskf_br, cfg.gamma)
 
     # PPO updates: epochs x mini-batches, micro-batch gradients summed (losses carry global denominators).
-    n_mini = b // (cfg.ppo_mini_batch_size * cfg.n)
     k = cfg.ppo_mini_batch_size * cfg.n // cfg.micro_batch_size
-    data = {"seq": seq_bt, "seq_mask": seq_mask_bt, "resp": resp_br, "mask": maskf_br, "old_logp": old_logp_br,
-            "adv": adv_br}
+    data = {"seq": seq_bt, "seq_mask": seq_mask_bt, "resp": resp_br, "mask": maskf_br, "adv": adv_br}
+    if old_logp_br is not None:
+      data["old_logp"] = old_logp_br
     if ref_logp_br is not None and cfg.use_kl_loss:
       data["ref_logp"] = ref_logp_br
     if cfg.uses_critic:
@@ -202,8 +212,9 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     def actor_loss(params, mb, info):
       logits = _response_logits(defs.actor, params, mb["seq"], mb["seq_mask"], p, temp)
       logp = losses.logprobs_from_logits(logits, mb["resp"])
+      old_logp = mb["old_logp"] if "old_logp" in mb else jax.lax.stop_gradient(logp)
       pg_loss, clipfrac, ppo_kl, clipfrac_lower = losses.compute_policy_loss(
-          mb["old_logp"], logp, mb["adv"], mb["mask"], cliprange_low=cfg.clip_ratio_low,
+          old_logp, logp, mb["adv"], mb["mask"], cliprange_low=cfg.clip_ratio_low,
           cliprange_high=cfg.clip_ratio_high, clip_ratio_c=cfg.clip_ratio_c, loss_agg_mode=cfg.loss_agg_mode,
           **info)
       entropy = losses.agg_loss(losses.entropy_from_logits(logits), mb["mask"], cfg.loss_agg_mode, **info)
@@ -214,6 +225,8 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
                              cfg.loss_agg_mode, **info)
         loss = loss + cfg.kl_loss_coef * kl
         aux["actor/kl_loss"] = kl
+        if "old_logp" not in mb:  # the rollout policy's mean log-ratio to the reference
+          aux["actor/kl_to_ref"] = losses.agg_loss(logp - mb["ref_logp"], mb["mask"], "token-mean", **info)
       # Ratio metrics are per micro-batch means: weight them by the micro-batch's token share.
       share = mb["mask"].sum() / info["batch_num_tokens"]
       aux |= {"actor/pg_clipfrac": clipfrac * share, "actor/ppo_kl": ppo_kl * share,
@@ -287,7 +300,7 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     }
     if cfg.uses_critic:
       metrics["critic/values/mean"] = adv_lib.masked_mean(values_br, maskf_br)
-    if ref_logp_br is not None:
+    if ref_logp_br is not None and old_logp_br is not None:
       metrics["actor/kl_to_ref"] = adv_lib.masked_mean(old_logp_br - ref_logp_br, maskf_br)
     if cfg.num_logged_samples:
       k = min(cfg.num_logged_samples, b)

@@ -106,6 +106,25 @@ def test_micro_batches_give_the_same_update(adv, n):
     np.testing.assert_allclose(float(ma[key]), float(mb[key]), rtol=1e-4, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.parametrize("adv,n,kl", [("gae", 1, False), ("grpo", 4, True)])
+def test_one_update_reuses_its_own_log_probs_as_the_old_ones(adv, n, kl):
+  """One update a step: skipping the separate old-log-prob forward changes nothing."""
+  prompts = 8 if n == 1 else 4
+  kw = dict(use_kl_loss=True, kl_loss_coef=0.1) if kl else {}
+  outs = []
+  for recompute in (True, False):
+    cfg, defs, txs, st, batch = setup(adv=adv, n=n, prompts=prompts, sgd=True, lr=1.0,
+                                      recompute_old_log_prob=recompute, **kw)
+    outs.append(build(cfg, defs, txs, st, batch)(st, batch, jax.random.key(3)))
+  (a, ma), (b, mb) = outs
+  for x, y in zip(jax.tree.leaves(a.actor), jax.tree.leaves(b.actor)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6, rtol=1e-5)
+  keys = ["actor/pg_loss", "actor/ppo_kl", "actor/pg_clipfrac", "actor/grad_norm"] + (
+      ["actor/kl_to_ref", "actor/kl_loss"] if kl else [])
+  for key in keys:
+    np.testing.assert_allclose(float(ma[key]), float(mb[key]), rtol=1e-4, atol=1e-6, err_msg=key)
+
+
 def test_sharded_step_equals_single_device():
   # SGD: the update is the gradient itself (Adam turns float32 noise in ~0 gradients into +-lr).
   cfg, defs, txs, st, batch = setup(micro=4, use_kl_loss=True, sgd=True, lr=0.1)
