@@ -68,6 +68,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.actor.ppo_mini_batch_size = 256  # prompts per mini-batch
   c.actor.micro_batch_size = 8  # responses per gradient-accumulation step (memory knob)
   c.actor.ppo_epochs = 1
+  # One update a step (1 epoch, 1 mini-batch): the old log-probs are the update's own unless True.
+  c.actor.recompute_old_log_prob = False
   c.actor.clip_ratio_low = 0.2
   c.actor.clip_ratio_high = 0.2
   c.actor.clip_ratio_c = 3.0

@@ -38,7 +38,8 @@ def rl_config(c: ml_collections.ConfigDict, stop_token_ids: tuple[int, ...] = ()
       loss_agg_mode=c.actor.loss_agg_mode, entropy_coeff=c.actor.entropy_coeff, use_kl_loss=c.actor.use_kl_loss,
       kl_loss_coef=c.actor.kl_loss_coef, kl_loss_type=c.actor.kl_loss_type,
       use_kl_in_reward=c.algorithm.use_kl_in_reward, kl_penalty=c.algorithm.kl_penalty,
-      kl_coef=c.algorithm.kl_coef, cliprange_value=c.critic.cliprange_value)
+      kl_coef=c.algorithm.kl_coef, cliprange_value=c.critic.cliprange_value,
+      recompute_old_log_prob=c.actor.recompute_old_log_prob)
   cfg.check(c.data.train_batch_size)
   return cfg
 
