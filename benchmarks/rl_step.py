@@ -8,8 +8,8 @@ reference copy; float32. Policy, reference and critic load the same random HF we
 with a new value head). --reward=model (GRLO's path): our step also runs a reward-model forward (a
 score-head model of the same preset) inside the jit, which Tunix's reward function does not, so
 the comparison counts that against us; --reward=rule: an in-graph 0/1 rule (parity of the
-response's token sum), the same work as Tunix's random 0/1 Python reward. The rollout share is the time of `generate` alone over the step's time. Prints one
-JSON line; logs go to stderr.
+response's token sum), the same work as Tunix's random 0/1 Python reward. The rollout share is
+the time of `generate` alone over the step's time. Prints one JSON line; logs go to stderr.
 """
 
 import argparse

@@ -103,10 +103,11 @@ def decode_attention(q_b1nh: jax.Array, k_bksh: jax.Array, v_bksh: jax.Array,
 
 
 def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str, jax.Array],
-           pos_bt: jax.Array, mask_bts: jax.Array, kv=None):
+           pos_bt: jax.Array, mask_bts: jax.Array, kv=None, attention=gqa_attention):
   """One pre-norm block. `kv` = (k_lbksh, v_lbksh, l, index): write this step's k/v into layer
   `l` of the cache at slot `index` (only the new tokens, in place), then attend over the layer.
-  `p` holds one layer's weights, stacked-layout names or `decode_layers`' (fused gate|up)."""
+  `p` holds one layer's weights, stacked-layout names or `decode_layers`' (fused gate|up).
+  `attention`: `gqa_attention` or, for one-token steps over per-layer buffers, `decode_attention`."""
   dt = x_btd.dtype
   eps = cfg.rms_norm_eps
   h_btd = rms_norm(x_btd, p["attn_norm_d"], eps)
@@ -126,7 +127,6 @@ def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str,
     k_lbksh = jax.lax.dynamic_update_slice(k_lbksh, k_bkth[None].astype(k_lbksh.dtype), (l, 0, 0, index, 0))
     v_lbksh = jax.lax.dynamic_update_slice(v_lbksh, v_bkth[None].astype(v_lbksh.dtype), (l, 0, 0, index, 0))
     k_bksh, v_bksh, new_kv = k_lbksh[l], v_lbksh[l], (k_lbksh, v_lbksh)
-  attention = decode_attention if kv is not None and q_btnh.shape[1] == 1 else gqa_attention
   o_btnh = attention(q_btnh, k_bksh.astype(dt), v_bksh.astype(dt), mask_bts)
   # One flat [N*H, D] contraction: as "btnh,nhd" XLA:CPU transposed wo on every decode step.
   b, t, n, h = o_btnh.shape
@@ -225,9 +225,10 @@ class Transformer(nnx.Module):
       x_btd, _ = jax.lax.scan(lambda x, p: (layer(x, p), None), x_btd, self.blocks.weights())
     elif layers is not None:
       ks, vs = list(cache.k_lbksh), list(cache.v_lbksh)
+      attention = decode_attention if t == 1 else gqa_attention
       for l, p in enumerate(layers):
         x_btd, (ks[l], vs[l]) = _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts,
-                                       (ks[l], vs[l], 0, cache.index))
+                                       (ks[l], vs[l], 0, cache.index), attention)
       cache = cache.replace(k_lbksh=tuple(ks), v_lbksh=tuple(vs), mask_bs=slot_bs,
                             pos_b=cache.pos_b + mask_bt.sum(axis=1, dtype=jnp.int32), index=cache.index + t)
     else:
