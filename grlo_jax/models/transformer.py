@@ -102,6 +102,15 @@ def decode_attention(q_b1nh: jax.Array, k_bksh: jax.Array, v_bksh: jax.Array,
   return o_bkgh.reshape(b, 1, n, h).astype(q_b1nh.dtype)
 
 
+def _dense(x_btx: jax.Array, w: jax.Array) -> jax.Array:
+  """[B, T, X] @ w (X, then any output axes, flattened) -> [B, T, Y] as one 2-D [B*T, X] x [X, Y] dot.
+
+  As a 3-D einsum, XLA:CPU's backward writes activation gradients transposed through slow strided
+  loop fusions for the weight-gradient dots; 2-D it does not (RL-step backward ~25% faster)."""
+  b, t, x = x_btx.shape
+  return (x_btx.reshape(b * t, x) @ w.reshape(x, -1)).reshape(b, t, -1)
+
+
 def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str, jax.Array],
            pos_bt: jax.Array, mask_bts: jax.Array, kv=None, attention=gqa_attention):
   """One pre-norm block. `kv` = (k_lbksh, v_lbksh, l, index): write this step's k/v into layer
@@ -110,10 +119,12 @@ def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str,
   `attention`: `gqa_attention` or, for one-token steps over per-layer buffers, `decode_attention`."""
   dt = x_btd.dtype
   eps = cfg.rms_norm_eps
+  b, t, d = x_btd.shape
+  n, k, h = p["wq_dnh"].shape[1], p["wk_dkh"].shape[1], p["wq_dnh"].shape[2]
   h_btd = rms_norm(x_btd, p["attn_norm_d"], eps)
-  q_btnh = jnp.einsum("btd,dnh->btnh", h_btd, p["wq_dnh"].astype(dt))
-  k_btkh = jnp.einsum("btd,dkh->btkh", h_btd, p["wk_dkh"].astype(dt))
-  v_btkh = jnp.einsum("btd,dkh->btkh", h_btd, p["wv_dkh"].astype(dt))
+  q_btnh = _dense(h_btd, p["wq_dnh"].astype(dt)).reshape(b, t, n, h)
+  k_btkh = _dense(h_btd, p["wk_dkh"].astype(dt)).reshape(b, t, k, h)
+  v_btkh = _dense(h_btd, p["wv_dkh"].astype(dt)).reshape(b, t, k, h)
   if cfg.qk_norm:
     q_btnh = rms_norm(q_btnh, p["q_norm_h"], eps)
     k_btkh = rms_norm(k_btkh, p["k_norm_h"], eps)
@@ -128,18 +139,16 @@ def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str,
     v_lbksh = jax.lax.dynamic_update_slice(v_lbksh, v_bkth[None].astype(v_lbksh.dtype), (l, 0, 0, index, 0))
     k_bksh, v_bksh, new_kv = k_lbksh[l], v_lbksh[l], (k_lbksh, v_lbksh)
   o_btnh = attention(q_btnh, k_bksh.astype(dt), v_bksh.astype(dt), mask_bts)
-  # One flat [N*H, D] contraction: as "btnh,nhd" XLA:CPU transposed wo on every decode step.
-  b, t, n, h = o_btnh.shape
-  x_btd = x_btd + jnp.einsum("btx,xd->btd", o_btnh.reshape(b, t, n * h), p["wo_nhd"].reshape(n * h, -1).astype(dt))
+  x_btd = x_btd + _dense(o_btnh.reshape(b, t, n * h), p["wo_nhd"].astype(dt))
   x_btd = sharding.constrain(x_btd, ("batch", "seq", "act_embed"))
   h_btd = rms_norm(x_btd, p["mlp_norm_d"], eps)
   if "wgu_dx" in p:  # decode layout (`decode_layers`): one wider dot streams the weights faster
-    g_btf, u_btf = jnp.split(jnp.einsum("btd,dx->btx", h_btd, p["wgu_dx"].astype(dt)), 2, axis=-1)
+    g_btf, u_btf = jnp.split(_dense(h_btd, p["wgu_dx"].astype(dt)), 2, axis=-1)
   else:
-    g_btf = jnp.einsum("btd,df->btf", h_btd, p["wg_df"].astype(dt))
-    u_btf = jnp.einsum("btd,df->btf", h_btd, p["wu_df"].astype(dt))
+    g_btf = _dense(h_btd, p["wg_df"].astype(dt))
+    u_btf = _dense(h_btd, p["wu_df"].astype(dt))
   a_btf = sharding.constrain(jax.nn.silu(g_btf) * u_btf, ("batch", "seq", "act_mlp"))
-  x_btd = x_btd + jnp.einsum("btf,fd->btd", a_btf, p["wd_fd"].astype(dt))
+  x_btd = x_btd + _dense(a_btf, p["wd_fd"].astype(dt))
   return sharding.constrain(x_btd, ("batch", "seq", "act_embed")), new_kv
 
 
