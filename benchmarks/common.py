@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from grlo_jax import models
+from grlo_jax import allocator, models
 
 
 def log(*args) -> None:
@@ -51,7 +51,7 @@ def git_rev() -> str:
 
 
 def machine() -> dict:
-  return {"cpus": os.cpu_count(), "platform": sys.platform}
+  return {"cpus": os.cpu_count(), "platform": sys.platform, "malloc": allocator.active()}
 
 
 def run_peer(python: str, script: str, args: list[str]) -> dict:

@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks import common
-from grlo_jax import models
+from grlo_jax import allocator, models
 from grlo_jax.rewards.reward_model import RMTemplate
 from grlo_jax.rewards.score import make_reward_fn
 from grlo_jax.rl import state as state_lib
@@ -80,6 +80,7 @@ def bench_ours(path, algo, prompt_len, new_tokens, repeats, beta, reward):
 
 
 def main():
+  allocator.reexec_with_tcmalloc()  # the peers' subprocesses inherit it: same allocator for all
   ap = argparse.ArgumentParser()
   ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
   ap.add_argument("--algo", default="grpo", choices=sorted(SHAPES))

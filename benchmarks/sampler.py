@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from grlo_jax import models
+from grlo_jax import allocator, models
 from grlo_jax.sampling import generate
 
 
@@ -64,6 +64,7 @@ def bench_tunix(python, path, ids_bp, new_tokens, repeats):
 
 
 def main():
+  allocator.reexec_with_tcmalloc()  # the peers' subprocesses inherit it: same allocator for all
   ap = argparse.ArgumentParser()
   ap.add_argument("--preset", default="small", choices=["tiny", "small"])
   ap.add_argument("--batch", type=int, default=8)

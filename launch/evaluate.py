@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import jax
 from absl import app, flags, logging
 
+from grlo_jax import allocator, data, models
 from grlo_jax import checkpoint as checkpoint_lib
-from grlo_jax import data, models
 from grlo_jax.eval import benchmarks as bm
 from grlo_jax.eval import predictions as predictions_lib
 from grlo_jax.eval import report as report_lib
@@ -148,4 +148,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+  allocator.reexec_with_tcmalloc()
   app.run(main)

@@ -14,7 +14,7 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from grlo_jax import checkpoint, data, models
+from grlo_jax import allocator, checkpoint, data, models
 from grlo_jax.sampling import generate
 
 _CHECKPOINT = flags.DEFINE_string(
@@ -67,4 +67,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+  allocator.reexec_with_tcmalloc()
   app.run(main)

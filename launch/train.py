@@ -19,7 +19,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from grlo_jax import distributed
+from grlo_jax import allocator, distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/grlo.py:tiny.",
                                           lock_config=True)
@@ -44,4 +44,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+  allocator.reexec_with_tcmalloc()
   app.run(main)
