@@ -2,8 +2,8 @@
 
 XLA:CPU allocates an executable's temporaries afresh on every run. glibc hands blocks of more than
 32 MiB back to the OS when they are freed, so each RL step faults its ~1.8 GB of temporaries in
-again (~450K page faults: a tenth of a `small` step's wall time on 2 cores). tcmalloc keeps them.
-JAX's own TPU VM images preload it for the same reason.
+again (~450K page faults: about a tenth of a `small` step's wall time on 2 cores). tcmalloc keeps
+them.
 
 Entry points call `reexec_with_tcmalloc()` first thing. Set GRLO_JAX_MALLOC=system to opt out.
 """
@@ -44,7 +44,7 @@ def reexec_with_tcmalloc() -> None:
   lib = find_tcmalloc()
   if lib is None:
     logging.getLogger(__name__).info("tcmalloc not installed (apt install libtcmalloc-minimal4): "
-                                     "XLA:CPU steps run ~10%% slower on glibc malloc")
+                                     "XLA:CPU steps run ~10% slower on glibc malloc")
     return
   env = dict(os.environ)
   env["LD_PRELOAD"] = " ".join(filter(None, [lib, env.get("LD_PRELOAD")]))

@@ -17,7 +17,7 @@ from grlo_jax import sharding
 from grlo_jax.models.config import ModelConfig
 from grlo_jax.models.kv_cache import KVCache
 
-_DECODE_PAD = 16  # float columns (one cache line) appended to each decode weight's rows
+DECODE_PAD = 16  # float columns (one cache line) appended to each decode weight's rows
 _NEG_INF = -1e30  # finite, so a fully masked (padding) query row stays NaN-free
 
 # Per-layer weights: name -> logical axes without the leading "layers" axis.
@@ -108,7 +108,7 @@ def _dense(x_btx: jax.Array, w: jax.Array, out: int) -> jax.Array:
   columns past `out` (`decode_layers`' padding) are dropped.
 
   As a 3-D einsum, XLA:CPU's backward writes activation gradients transposed through slow strided
-  loop fusions for the weight-gradient dots; 2-D it does not (RL-step backward ~25% faster)."""
+  loop fusions for the weight-gradient dots; 2-D it does not (a layer stack's backward ~25% faster)."""
   b, t, x = x_btx.shape
   y = x_btx.reshape(b * t, x) @ w.reshape(x, -1)
   return (y if y.shape[1] == out else y[:, :out]).reshape(b, t, out)
@@ -262,7 +262,7 @@ class Transformer(nnx.Module):
   def decode_layers(self) -> list[dict[str, jax.Array]]:
     """The block weights as L separate per-layer dicts for `hidden(..., layers=...)` (a copy, made
     once per call): each projection flat [X, Y], gate and up fused into one [D, 2F] matrix
-    `wgu_dx`, and every output width padded by `_DECODE_PAD` columns. XLA:CPU streams a [8, X] x
+    `wgu_dx`, and every output width padded by `DECODE_PAD` columns. XLA:CPU streams a [8, X] x
     [X, Y] dot 15-20% faster when a weight row is not a multiple of 2 KiB apart (cache-set aliasing)."""
     d = self.cfg.hidden_size
     out = []
@@ -271,7 +271,7 @@ class Transformer(nnx.Module):
       p["wo_nhd"] = p["wo_nhd"].reshape(-1, d)
       p["wgu_dx"] = jnp.concatenate([p.pop("wg_df"), p.pop("wu_df")], axis=1)
       for k in ("wq_dnh", "wk_dkh", "wv_dkh", "wo_nhd", "wgu_dx", "wd_fd"):
-        p[k] = jnp.pad(p[k].reshape(p[k].shape[0], -1), ((0, 0), (0, _DECODE_PAD)))
+        p[k] = jnp.pad(p[k].reshape(p[k].shape[0], -1), ((0, 0), (0, DECODE_PAD)))
       out.append(p)
     return out
 
