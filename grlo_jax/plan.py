@@ -8,8 +8,9 @@ The step (`rl/step.py`) runs in phases one after the other. Its arguments (the t
 AdamW moments, donated and aliased with its outputs, and the prompt batch) are live throughout; each
 phase adds temporaries on top, so the peak is `arguments + max over phases`:
 
-  rollout    KV cache [L, B, K, S, H] x 2 (S = P + R) + the prefill's activations on [B, P] attending
-             over all S cache slots (the sampler's batch is the whole step batch)
+  rollout    KV cache (keys [L, B, K, H, S], values [L, B, K, S, H]; S = P + R) + the prefill's
+             activations on [B, P] attending over all S cache slots (the sampler's batch is the
+             whole step batch)
   forward    old / reference log-probs and critic values, `lax.map` over micro-batches of m rows:
              one layer's activations on [m, T] (T = P + R) + the logits [m, R, V]
   reward     the reward model, micro-batch by micro-batch [b, T_rm]: one layer's activations
@@ -268,7 +269,7 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
   optimizer = 2 * sum(weights[role].stored for role in trainable)  # AdamW mu, nu in the param dtype
   inputs = bd * (2 * p * 4 + 2 * 4)  # input ids, attention mask [B, P] int32; index, style [B]
 
-  # Rollout: KV cache [L, B, K, S, H] for K and V, its mask [B, S]; the prefill's one layer over
+  # Rollout: KV cache (keys [L, B, K, H, S], values [L, B, K, S, H]), its mask [B, S]; the prefill's one layer over
   # [B, P] queries x S slots (+ its residual stream), and the sampled tokens / log-probs [B, R].
   kv_cache = 2 * act.cfg.num_layers * bd * s * act.k * act.h * cache_bytes + bd * s
   act_prefill = act.forward_layer(bd, p, s) + 2 * act.stream(bd, p)

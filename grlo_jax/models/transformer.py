@@ -75,11 +75,11 @@ def apply_rope(x_btnh: jax.Array, pos_bt: jax.Array, inv_freq_h2: jax.Array) -> 
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_btnh.dtype)
 
 
-def gqa_attention(q_btnh: jax.Array, k_bksh: jax.Array, v_bksh: jax.Array,
+def gqa_attention(q_btnh: jax.Array, k_bkhs: jax.Array, v_bksh: jax.Array,
                   mask_bts: jax.Array) -> jax.Array:
   b, t, n, h = q_btnh.shape
-  q_btkgh = q_btnh.reshape(b, t, k_bksh.shape[1], -1, h)
-  s_bkgts = jnp.einsum("btkgh,bksh->bkgts", q_btkgh, k_bksh,
+  q_btkgh = q_btnh.reshape(b, t, k_bkhs.shape[1], -1, h)
+  s_bkgts = jnp.einsum("btkgh,bkhs->bkgts", q_btkgh, k_bkhs,
                        preferred_element_type=jnp.float32) * h**-0.5
   s_bkgts = jnp.where(mask_bts[:, None, None], s_bkgts, _NEG_INF)
   p_bkgts = jax.nn.softmax(s_bkgts, axis=-1).astype(v_bksh.dtype)
@@ -87,16 +87,17 @@ def gqa_attention(q_btnh: jax.Array, k_bksh: jax.Array, v_bksh: jax.Array,
   return o_bkgth.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
-def decode_attention(q_b1nh: jax.Array, k_bksh: jax.Array, v_bksh: jax.Array,
+def decode_attention(q_b1nh: jax.Array, k_bkhs: jax.Array, v_bksh: jax.Array,
                      mask_b1s: jax.Array) -> jax.Array:
   """`gqa_attention` for one query token, as multiply-reduce fusions that read the cache in place.
 
   Written as dots, XLA:CPU copies every layer's freshly updated cache buffer before the dot reads
-  it (two to three copies per buffer and step); as fusions it does not.
+  it (two to three copies per buffer and step); as fusions it does not. Both reductions run over
+  a non-minor axis (H of the keys, S of the values), so they vectorise along the other.
   """
   b, _, n, h = q_b1nh.shape
-  q_bkgh = q_b1nh.reshape(b, k_bksh.shape[1], -1, h).astype(jnp.float32)
-  s_bkgs = jnp.sum(q_bkgh[:, :, :, None, :] * k_bksh[:, :, None].astype(jnp.float32), axis=-1) * h**-0.5
+  q_bkgh = q_b1nh.reshape(b, k_bkhs.shape[1], -1, h).astype(jnp.float32)
+  s_bkgs = jnp.sum(q_bkgh[..., None] * k_bkhs[:, :, None].astype(jnp.float32), axis=3) * h**-0.5
   s_bkgs = jnp.where(mask_b1s[:, None], s_bkgs, _NEG_INF)
   p_bkgs = jax.nn.softmax(s_bkgs, axis=-1)
   o_bkgh = jnp.sum(p_bkgs[..., None] * v_bksh[:, :, None].astype(jnp.float32), axis=3)
@@ -116,7 +117,7 @@ def _dense(x_btx: jax.Array, w: jax.Array, out: int) -> jax.Array:
 
 def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str, jax.Array],
            pos_bt: jax.Array, mask_bts: jax.Array, kv=None, attention=gqa_attention):
-  """One pre-norm block. `kv` = (k_lbksh, v_lbksh, l, index): write this step's k/v into layer
+  """One pre-norm block. `kv` = (k_lbkhs, v_lbksh, l, index): write this step's k/v into layer
   `l` of the cache at slot `index` (only the new tokens, in place), then attend over the layer.
   `p` holds one layer's weights, stacked-layout names or `decode_layers`' (fused gate|up).
   `attention`: `gqa_attention` or, for one-token steps over per-layer buffers, `decode_attention`."""
@@ -133,15 +134,15 @@ def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str,
     k_btkh = rms_norm(k_btkh, p["k_norm_h"], eps)
   q_btnh = sharding.constrain(apply_rope(q_btnh, pos_bt, inv_freq), ("batch", "seq", "act_heads", None))
   k_btkh = apply_rope(k_btkh, pos_bt, inv_freq)
-  k_bkth, v_bkth = k_btkh.transpose(0, 2, 1, 3), v_btkh.transpose(0, 2, 1, 3)
+  k_bkht, v_bkth = k_btkh.transpose(0, 2, 3, 1), v_btkh.transpose(0, 2, 1, 3)
   if kv is None:
-    k_bksh, v_bksh, new_kv = k_bkth, v_bkth, None
+    k_bkhs, v_bksh, new_kv = k_bkht, v_bkth, None
   else:
-    k_lbksh, v_lbksh, l, index = kv
-    k_lbksh = jax.lax.dynamic_update_slice(k_lbksh, k_bkth[None].astype(k_lbksh.dtype), (l, 0, 0, index, 0))
+    k_lbkhs, v_lbksh, l, index = kv
+    k_lbkhs = jax.lax.dynamic_update_slice(k_lbkhs, k_bkht[None].astype(k_lbkhs.dtype), (l, 0, 0, 0, index))
     v_lbksh = jax.lax.dynamic_update_slice(v_lbksh, v_bkth[None].astype(v_lbksh.dtype), (l, 0, 0, index, 0))
-    k_bksh, v_bksh, new_kv = k_lbksh[l], v_lbksh[l], (k_lbksh, v_lbksh)
-  o_btnh = attention(q_btnh, k_bksh.astype(dt), v_bksh.astype(dt), mask_bts)
+    k_bkhs, v_bksh, new_kv = k_lbkhs[l], v_lbksh[l], (k_lbkhs, v_lbksh)
+  o_btnh = attention(q_btnh, k_bkhs.astype(dt), v_bksh.astype(dt), mask_bts)
   x_btd = x_btd + _dense(o_btnh.reshape(b, t, n * h), p["wo_nhd"].astype(dt), d)
   x_btd = sharding.constrain(x_btd, ("batch", "seq", "act_embed"))
   h_btd = rms_norm(x_btd, p["mlp_norm_d"], eps)
@@ -236,25 +237,25 @@ class Transformer(nnx.Module):
     if cache is None:
       x_btd, _ = jax.lax.scan(lambda x, p: (layer(x, p), None), x_btd, self.blocks.weights())
     elif layers is not None:
-      ks, vs = list(cache.k_lbksh), list(cache.v_lbksh)
+      ks, vs = list(cache.k_lbkhs), list(cache.v_lbksh)
       attention = decode_attention if t == 1 else gqa_attention
       for l, p in enumerate(layers):
         x_btd, (ks[l], vs[l]) = _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts,
                                        (ks[l], vs[l], 0, cache.index), attention)
-      cache = cache.replace(k_lbksh=tuple(ks), v_lbksh=tuple(vs), mask_bs=slot_bs,
+      cache = cache.replace(k_lbkhs=tuple(ks), v_lbksh=tuple(vs), mask_bs=slot_bs,
                             pos_b=cache.pos_b + mask_bt.sum(axis=1, dtype=jnp.int32), index=cache.index + t)
     else:
       def cached_layer(carry, p_and_l):
-        x_btd, k_lbksh, v_lbksh = carry
+        x_btd, k_lbkhs, v_lbksh = carry
         p, l = p_and_l
-        kv = (k_lbksh, v_lbksh, l, cache.index)
-        x_btd, (k_lbksh, v_lbksh) = _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts, kv)
-        return (x_btd, k_lbksh, v_lbksh), None
+        kv = (k_lbkhs, v_lbksh, l, cache.index)
+        x_btd, (k_lbkhs, v_lbksh) = _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts, kv)
+        return (x_btd, k_lbkhs, v_lbksh), None
 
-      (x_btd, k_lbksh, v_lbksh), _ = jax.lax.scan(
-          cached_layer, (x_btd, cache.k_lbksh, cache.v_lbksh),
+      (x_btd, k_lbkhs, v_lbksh), _ = jax.lax.scan(
+          cached_layer, (x_btd, cache.k_lbkhs, cache.v_lbksh),
           (self.blocks.weights(), jnp.arange(cfg.num_layers)))
-      cache = cache.replace(k_lbksh=k_lbksh, v_lbksh=v_lbksh, mask_bs=slot_bs,
+      cache = cache.replace(k_lbkhs=k_lbkhs, v_lbksh=v_lbksh, mask_bs=slot_bs,
                             pos_b=cache.pos_b + mask_bt.sum(axis=1, dtype=jnp.int32),
                             index=cache.index + t)
     return rms_norm(x_btd, self.final_norm_d.value, cfg.rms_norm_eps), cache

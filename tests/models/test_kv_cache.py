@@ -33,4 +33,5 @@ def test_cached_decode_matches_full_forward():
 def test_cache_dtype_is_configurable():
   cfg = models.preset("tiny").replace(num_layers=1)
   cache = models.KVCache.init(cfg, batch=2, max_len=8, dtype="bfloat16")
-  assert cache.k_lbksh.dtype == jnp.bfloat16 and cache.k_lbksh.shape == (1, 2, 4, 8, 32)
+  assert cache.k_lbkhs.dtype == jnp.bfloat16 and cache.k_lbkhs.shape == (1, 2, 4, 32, 8)
+  assert cache.v_lbksh.dtype == jnp.bfloat16 and cache.v_lbksh.shape == (1, 2, 4, 8, 32)
