@@ -269,8 +269,9 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
   optimizer = 2 * sum(weights[role].stored for role in trainable)  # AdamW mu, nu in the param dtype
   inputs = bd * (2 * p * 4 + 2 * 4)  # input ids, attention mask [B, P] int32; index, style [B]
 
-  # Rollout: KV cache (keys [L, B, K, H, S], values [L, B, K, S, H]), its mask [B, S]; the prefill's one layer over
-  # [B, P] queries x S slots (+ its residual stream), and the sampled tokens / log-probs [B, R].
+  # Rollout: KV cache (keys [L, B, K, H, S], values [L, B, K, S, H]), its mask [B, S]; the
+  # prefill's one layer over [B, P] queries x S slots (+ its residual stream), and the sampled
+  # tokens / log-probs [B, R].
   kv_cache = 2 * act.cfg.num_layers * bd * s * act.k * act.h * cache_bytes + bd * s
   act_prefill = act.forward_layer(bd, p, s) + 2 * act.stream(bd, p)
   wa = weights["actor"]

@@ -129,9 +129,6 @@ def _generate(graphdef: nnx.GraphDef, state: nnx.State, input_ids_bp: jax.Array,
   b, prompt_len = input_ids_bp.shape
   n = p.max_new_tokens
   cache = KVCache.init(model.cfg, b, prompt_len + n, p.cache_dtype)
-  kv_names = ("cache_layers", "batch", "act_kv_heads")
-  cache = cache.replace(k_lbkhs=sharding.constrain(cache.k_lbkhs, (*kv_names, None, "cache_seq")),
-                        v_lbksh=sharding.constrain(cache.v_lbksh, (*kv_names, "cache_seq", None)))
   unroll = p.unroll_decode if p.unroll_decode is not None else jax.default_backend() == "cpu"
   layers = model.decode_layers() if unroll else None
   if unroll:

@@ -3,7 +3,8 @@
 Layouts: keys [L, B, K, H, S], values [L, B, K, S, H]. (batch, kv head) lead, so attention reads
 the cache as it lies (a [B, S, K, H] cache is transposed on every decode step; on XLA:CPU that was
 ~20% of a step). Keys put the slot axis last: a one-token step's scores q . k then reduce over a
-non-minor axis, which XLA:CPU vectorises along the slots (half the time of an H-minor reduction).
+non-minor axis, which XLA:CPU vectorises along the slots (one-token attention ~10% faster than with
+H minor, docs/benchmarks.md).
 
 Slots are filled left to right for every row at once (prompts are left-padded), so one scalar
 `index` says where the next token goes; `mask_bs` marks slots that hold real tokens and `pos_b`
@@ -16,7 +17,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from grlo_jax import sharding
 from grlo_jax.models.config import ModelConfig
+
+_KV_NAMES = ("cache_layers", "batch", "act_kv_heads")
 
 
 @struct.dataclass
@@ -29,11 +33,14 @@ class KVCache:
 
   @classmethod
   def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype: str | None = None) -> KVCache:
-    """An empty cache of `max_len` slots; `dtype` defaults to the model's compute dtype."""
+    """An empty cache of `max_len` slots, sharded by logical axes under the current mesh; `dtype`
+    defaults to the model's compute dtype."""
     l, k, h = cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
     dt = jnp.dtype(dtype or cfg.dtype)
-    return cls(k_lbkhs=jnp.zeros((l, batch, k, h, max_len), dt),
-               v_lbksh=jnp.zeros((l, batch, k, max_len, h), dt),
+    k_lbkhs = jnp.zeros((l, batch, k, h, max_len), dt)
+    v_lbksh = jnp.zeros((l, batch, k, max_len, h), dt)
+    return cls(k_lbkhs=sharding.constrain(k_lbkhs, (*_KV_NAMES, None, "cache_seq")),
+               v_lbksh=sharding.constrain(v_lbksh, (*_KV_NAMES, "cache_seq", None)),
                mask_bs=jnp.zeros((batch, max_len), bool), pos_b=jnp.zeros((batch,), jnp.int32),
                index=jnp.zeros((), jnp.int32))
 
