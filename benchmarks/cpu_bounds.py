@@ -22,6 +22,7 @@ import numpy as np
 
 from benchmarks import common
 from grlo_jax import allocator, models
+from grlo_jax.models import flops
 from grlo_jax.models.transformer import DECODE_PAD
 
 
@@ -76,10 +77,10 @@ def main():
   nh, kh = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
   b, p, r = a.batch, a.prompt_len, a.new_tokens
   t = p + r
-  layer_params = d * nh * 2 + d * kh * 2 + 3 * d * f
-  # One forward over [b, t]: the layers' dots + attention (q.k and p.v) + the LM head at the r
-  # response positions only (what the step computes).
-  fwd_flop = 2 * b * t * layer_params * layers + 4 * b * t * t * nh * layers + 2 * b * r * d * v
+  layer_params = flops.layer_weights(cfg)
+  # One forward over [b, t] as the step computes it: every position's attention, the LM head at
+  # the r response positions only.
+  fwd_flop = flops.forward_flops(cfg, b, t, r, causal=False)
   update_flop = fwd_flop + 3 * fwd_flop  # reference forward; actor forward + backward
   cache_bytes = 2 * layers * b * kh * t * 4
   step_bytes = 4 * (layer_params * layers + d * v) + cache_bytes

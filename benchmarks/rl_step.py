@@ -1,6 +1,8 @@
 r"""Full RL step throughput (rollout + scoring + update) of grlo_jax, side by side with Tunix.
 
   python -m benchmarks.rl_step --preset=tiny --algo=grpo [--tunix_python=/tmp/tunix_env/bin/python]
+  python -m benchmarks.rl_step --preset=qwen3_0p6b --init=random --dtype=bfloat16 --algo=ppo \
+      --reward=model --prompts=64 --peak_tflops=989   # on a GPU: policy + critic + RM, MFU
 
 Shapes follow ../shared/peers.md: GRPO 2 prompts x 4 samples, PPO 8 prompts x 1 with a critic;
 prompt 64, 128 new tokens at temperature 1 with no early stop; KL loss with beta 0.04 against a
@@ -9,7 +11,13 @@ with a new value head). --reward=model (GRLO's path): our step also runs a rewar
 score-head model of the same preset) inside the jit, which Tunix's reward function does not, so
 the comparison counts that against us; --reward=rule: an in-graph 0/1 rule (parity of the
 response's token sum), the same work as Tunix's random 0/1 Python reward. The rollout share is
-the time of `generate` alone over the step's time. Prints one JSON line; logs go to stderr.
+the time of `generate` alone over the step's time.
+
+`flops` counts the step's matrix products by phase (`grlo_jax.models.flops`, causal attention:
+model FLOPs); `tflop_per_s` divides them by the median step time and `mfu` by `--peak_tflops` too
+(the chip's dense peak at --dtype, e.g. 989 for an H100 / H200 in bfloat16). `--init=random` draws
+the weights (`models.init_model`) instead of saving and loading an HF folder: any preset, no torch,
+no Tunix. Prints one JSON line; logs go to stderr.
 """
 
 import argparse
@@ -24,6 +32,7 @@ from flax import nnx
 
 from benchmarks import common
 from grlo_jax import allocator, models
+from grlo_jax.models import flops
 from grlo_jax.rewards.reward_model import RMTemplate
 from grlo_jax.rewards.score import make_reward_fn
 from grlo_jax.rl import state as state_lib
@@ -37,12 +46,36 @@ def parity_reward(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll):
   return (jnp.sum(jnp.where(roll.mask, roll.tokens, 0), axis=1) % 2).astype(jnp.float32)
 
 
-def bench_ours(path, algo, prompt_len, new_tokens, repeats, beta, reward):
-  prompts, n = SHAPES[algo]
-  policy = models.load_pretrained(path)
-  ref = models.load_pretrained(path)
-  rm = models.load_pretrained(path, head="score", num_labels=1)
-  critic = models.load_pretrained(path, head="value") if algo == "ppo" else None
+def step_flops(cfg: models.ModelConfig, algo: str, reward: str, rows: int, prompt_len: int,
+               new_tokens: int, rm_len: int) -> dict[str, int]:
+  """Matrix-product FLOPs of one benchmark step, by phase (what `make_train_step` runs here: one
+  update, so the old log-probs come from the update's own forward)."""
+  t, r = prompt_len + new_tokens, new_tokens
+  critic = flops.forward_flops(cfg.replace(head="value"), rows, t) if algo == "ppo" else 0
+  out = {"rollout": flops.generate_flops(cfg, rows, prompt_len, new_tokens),
+         "reference": flops.forward_flops(cfg, rows, t, r),
+         "values": critic,
+         "reward_model": flops.forward_flops(cfg.replace(head="score"), rows, rm_len) if reward == "model" else 0,
+         "update": 3 * flops.forward_flops(cfg, rows, t, r) + 3 * critic}
+  return out | {"total": sum(out.values())}
+
+
+def load_models(path, preset, algo, dtype):
+  """(policy, reference, reward model, critic or None): from the HF folder `path`, or drawn at
+  random from `preset` when `path` is None."""
+  if path is None:
+    cfg = models.preset(preset, param_dtype=dtype, dtype=dtype)
+    draw = lambda seed, **kw: models.init_model(cfg.replace(**kw), seed=seed)
+    return (draw(0), draw(0), draw(1, head="score", num_labels=1),
+            draw(0, head="value") if algo == "ppo" else None)
+  load = lambda **kw: models.load_pretrained(path, dtype=dtype, **kw)
+  return load(), load(), load(head="score", num_labels=1), load(head="value") if algo == "ppo" else None
+
+
+def bench_ours(path, preset, algo, prompts, prompt_len, new_tokens, repeats, beta, reward, dtype,
+               peak_tflops):
+  n = SHAPES[algo][1]
+  policy, ref, rm, critic = load_models(path, preset, algo, dtype)
   vocab = policy.cfg.vocab_size
   sampling = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, stop_token_ids=())
   cfg = RLConfig(sampling=sampling, n=n, adv_estimator="grpo" if algo == "grpo" else "gae",
@@ -67,6 +100,9 @@ def bench_ours(path, algo, prompt_len, new_tokens, repeats, beta, reward):
   first, _ = common.timed(run, 1)
   sec, times = common.timed(run, repeats)
   tokens = float(box["m"]["tokens/total"])
+  counts = step_flops(policy.cfg, algo, reward, prompts * n, prompt_len, new_tokens,
+                      prompt_len + new_tokens + len(template.turn_end_ids))
+  tflop_s = counts["total"] / sec / 1e12
 
   roll = jax.jit(lambda s, i, m, r: generate_with_params(nnx.merge(defs.actor, s), i, m, r, sampling))
   rep_ids = jnp.repeat(batch["input_ids_bp"], n, 0)
@@ -75,15 +111,21 @@ def bench_ours(path, algo, prompt_len, new_tokens, repeats, beta, reward):
   roll_sec, _ = common.timed(lambda: jax.block_until_ready(
       roll(box["st"].actor, rep_ids, rep_mask, jax.random.key(0))), repeats)
   return {"median_s": sec, "times_s": times, "compile_s": first - sec, "tokens_per_step": tokens,
-          "tok_per_s": tokens / sec, "rollout_s": roll_sec, "share": {
+          "tok_per_s": tokens / sec, "rollout_s": roll_sec, "flops": counts, "tflop_per_s": tflop_s,
+          "mfu": tflop_s / peak_tflops if peak_tflops else None, "share": {
               "rollout": roll_sec / sec, "scoring_and_update": 1 - roll_sec / sec}}
 
 
 def main():
   allocator.reexec_with_tcmalloc()  # the peers' subprocesses inherit it: same allocator for all
   ap = argparse.ArgumentParser()
-  ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+  ap.add_argument("--preset", default="tiny", choices=sorted(models.PRESETS))
   ap.add_argument("--algo", default="grpo", choices=sorted(SHAPES))
+  ap.add_argument("--prompts", type=int, default=None, help="prompts a step (default: the algo's, as peers.md)")
+  ap.add_argument("--init", default="hf", choices=["hf", "random"],
+                  help="hf: random transformers weights saved and loaded (what Tunix loads too)")
+  ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  ap.add_argument("--peak_tflops", type=float, default=None, help="the device's dense peak, for mfu")
   ap.add_argument("--prompt_len", type=int, default=64)
   ap.add_argument("--new_tokens", type=int, default=128)
   ap.add_argument("--repeats", type=int, default=3)
@@ -91,13 +133,18 @@ def main():
   ap.add_argument("--reward", default="model", choices=["model", "rule"])
   ap.add_argument("--tunix_python", default=None)
   a = ap.parse_args()
+  if a.init == "random" and a.tunix_python:
+    ap.error("--tunix_python needs --init=hf: Tunix loads the same HF weights")
+  prompts = a.prompts or SHAPES[a.algo][0]
   with tempfile.TemporaryDirectory() as tmp:
-    path = common.save_hf_preset(a.preset, pathlib.Path(tmp))
-    result = {"bench": "rl_step", "preset": a.preset, "algo": a.algo, "prompts_x_samples": SHAPES[a.algo],
+    path = common.save_hf_preset(a.preset, pathlib.Path(tmp)) if a.init == "hf" else None
+    result = {"bench": "rl_step", "preset": a.preset, "algo": a.algo, "prompts_x_samples": [prompts, SHAPES[a.algo][1]],
               "prompt_len": a.prompt_len, "new_tokens": a.new_tokens, "repeats": a.repeats, "reward": a.reward,
+              "init": a.init, "dtype": a.dtype, "peak_tflops": a.peak_tflops,
               "device": jax.devices()[0].device_kind, **common.machine(), "git": common.git_rev()}
     common.log("grlo_jax ...")
-    result["grlo_jax"] = bench_ours(path, a.algo, a.prompt_len, a.new_tokens, a.repeats, a.beta, a.reward)
+    result["grlo_jax"] = bench_ours(path, a.preset, a.algo, prompts, a.prompt_len, a.new_tokens, a.repeats,
+                                    a.beta, a.reward, a.dtype, a.peak_tflops)
     if a.tunix_python:
       common.log("tunix ...")
       result["tunix"] = common.run_peer(a.tunix_python, "tunix_rl_step.py", [
