@@ -13,7 +13,7 @@ the comparison counts that against us; --reward=rule: an in-graph 0/1 rule (pari
 response's token sum), the same work as Tunix's random 0/1 Python reward. The rollout share is
 the time of `generate` alone over the step's time.
 
-`flops` counts the step's matrix products by phase (`grlo_jax.models.flops`, causal attention:
+`flops` counts the step's matrix products by phase (`grlo_jax.rl.flops`, causal attention:
 model FLOPs); `tflop_per_s` divides them by the median step time and `mfu` by `--peak_tflops` too
 (the chip's dense peak at --dtype, e.g. 989 for an H100 / H200 in bfloat16). `--init=random` draws
 the weights (`models.init_model`) instead of saving and loading an HF folder: any preset, no torch,
@@ -32,9 +32,9 @@ from flax import nnx
 
 from benchmarks import common
 from grlo_jax import allocator, models
-from grlo_jax.models import flops
 from grlo_jax.rewards.reward_model import RMTemplate
 from grlo_jax.rewards.score import make_reward_fn
+from grlo_jax.rl import flops as rl_flops
 from grlo_jax.rl import state as state_lib
 from grlo_jax.rl.step import GraphDefs, Optimizers, RLConfig, jit_train_step, make_train_step
 from grlo_jax.sampling import SamplingParams, generate_with_params
@@ -44,20 +44,6 @@ SHAPES = {"grpo": (2, 4), "ppo": (8, 1)}  # prompts, samples per prompt
 
 def parity_reward(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll):
   return (jnp.sum(jnp.where(roll.mask, roll.tokens, 0), axis=1) % 2).astype(jnp.float32)
-
-
-def step_flops(cfg: models.ModelConfig, algo: str, reward: str, rows: int, prompt_len: int,
-               new_tokens: int, rm_len: int) -> dict[str, int]:
-  """Matrix-product FLOPs of one benchmark step, by phase (what `make_train_step` runs here: one
-  update, so the old log-probs come from the update's own forward)."""
-  t, r = prompt_len + new_tokens, new_tokens
-  critic = flops.forward_flops(cfg.replace(head="value"), rows, t) if algo == "ppo" else 0
-  out = {"rollout": flops.generate_flops(cfg, rows, prompt_len, new_tokens),
-         "reference": flops.forward_flops(cfg, rows, t, r),
-         "values": critic,
-         "reward_model": flops.forward_flops(cfg.replace(head="score"), rows, rm_len) if reward == "model" else 0,
-         "update": 3 * flops.forward_flops(cfg, rows, t, r) + 3 * critic}
-  return out | {"total": sum(out.values())}
 
 
 def load_models(path, preset, algo, dtype):
@@ -100,8 +86,9 @@ def bench_ours(path, preset, algo, prompts, prompt_len, new_tokens, repeats, bet
   first, _ = common.timed(run, 1)
   sec, times = common.timed(run, repeats)
   tokens = float(box["m"]["tokens/total"])
-  counts = step_flops(policy.cfg, algo, reward, prompts * n, prompt_len, new_tokens,
-                      prompt_len + new_tokens + len(template.turn_end_ids))
+  counts = rl_flops.step_flops(cfg, policy.cfg, prompts, prompt_len, critic=critic and critic.cfg,
+                               rm=rm.cfg if reward == "model" else None,
+                               rm_len=prompt_len + new_tokens + len(template.turn_end_ids))
   tflop_s = counts["total"] / sec / 1e12
 
   roll = jax.jit(lambda s, i, m, r: generate_with_params(nnx.merge(defs.actor, s), i, m, r, sampling))

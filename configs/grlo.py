@@ -113,6 +113,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.log.samples_every_steps = 10  # rollouts (prompt, response, reward) to samples.jsonl
   c.log.num_samples = 4
   c.log.tensorboard = True
+  # Each device's dense peak TFLOP/s at the compute dtype (e.g. 989 for an H100 / H200 in bfloat16):
+  # with it every step logs perf/mfu beside perf/tflops_per_s. 0: no MFU.
+  c.log.peak_tflops = 0.0
   c.max_bad_steps = 3  # stop after this many steps in a row with non-finite losses
 
   if preset == "llama_rm":

@@ -15,6 +15,8 @@ import logging
 import resource
 import signal
 import time
+from collections.abc import Callable
+
 import jax
 import ml_collections
 import numpy as np
@@ -28,8 +30,9 @@ from grlo_jax.rewards import retokenize
 from grlo_jax.rewards.reward_model import rm_template_ids
 from grlo_jax.rewards.score import make_reward_fn, make_rule_fn
 from grlo_jax.rl import build
+from grlo_jax.rl import flops as rl_flops
 from grlo_jax.rl import state as state_lib
-from grlo_jax.rl.step import GraphDefs, RewardFn, jit_train_step, make_train_step
+from grlo_jax.rl.step import GraphDefs, RewardFn, RLConfig, jit_train_step, make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,26 @@ def _reward_fn(c: ml_collections.ConfigDict, defs: GraphDefs, prompts: data.Prom
                         route=c.reward.route)
 
 
+def _step_flops_fn(c: ml_collections.ConfigDict, rl: RLConfig, mdl) -> Callable[[int], float]:
+  """decode_tokens -> the step's matrix-product FLOPs (`rl.flops`). The in-graph RM input is
+  counted as prompt + response: the chat template's few closing tokens are left out."""
+  p, r = c.data.max_prompt_length, rl.sampling.max_new_tokens
+  rm_len = c.reward.rm_max_length if c.reward.retokenize else p + r
+  critic = None if mdl.critic is None else mdl.critic.cfg
+  rm = None if mdl.rm is None else mdl.rm.cfg
+  return lambda decode_tokens: float(rl_flops.step_flops(
+      rl, mdl.actor.cfg, c.data.train_batch_size, p, critic=critic, rm=rm, rm_len=rm_len,
+      decode_tokens=decode_tokens)["total"])
+
+
+def _perf(flop: float, seconds: float, peak_tflops: float) -> dict[str, float]:
+  """Step TFLOP/s over all devices and, given each device's dense peak, the model FLOPs utilisation."""
+  out = {"perf/tflop_per_step": flop / 1e12, "perf/tflops_per_s": flop / seconds / 1e12}
+  if peak_tflops > 0:
+    out["perf/mfu"] = out["perf/tflops_per_s"] / (peak_tflops * jax.device_count())
+  return out
+
+
 class _Preemption:
   """SIGTERM (TPU maintenance, spot reclaim, `stop.sh`) asks the loop to save and exit cleanly."""
 
@@ -204,6 +227,7 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
   with jax.set_mesh(mesh):
     mdl = _load_models(c, mesh, len(tokenizer))
     defs = mdl.graphdefs()
+    step_flops = _step_flops_fn(c, rl, mdl)
     txs = build.optimizers(c)
     st = state_lib.place(state_lib.init_state(
         nnx.state(mdl.actor), txs.actor, None if mdl.critic is None else nnx.state(mdl.critic), txs.critic,
@@ -246,6 +270,7 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
         skipped = float(m.get("actor/skipped_updates", 0) + m.get("critic/skipped_updates", 0))
         bad = skipped > 0 or not np.isfinite(m["reward/mean"])
         bad_streak = bad_streak + 1 if bad else 0
+        m |= _perf(step_flops(int(m["response_length/max"])), seconds, c.log.get("peak_tflops", 0.0))
         m |= {"throughput/tokens_per_s": float(m["tokens/total"]) / seconds, "time/step_s": seconds,
               "train/epoch": (step - 1) // per_epoch, "data/skipped_records": num_bad,
               "data/filtered_prompts": prompts.num_dropped, "system/peak_host_gib": _peak_host_gib()}

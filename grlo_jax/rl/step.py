@@ -66,6 +66,14 @@ class RLConfig:
   def uses_ref(self) -> bool:
     return self.use_kl_loss or self.use_kl_in_reward
 
+  def reuses_update_log_probs(self, responses_per_step: int) -> bool:
+    """True when a step makes one update (1 epoch, 1 mini-batch): the policy is then still the
+    rollout's at the update, so the old log-probs are the update's own (stop-gradient) and need no
+    forward of their own (ratio 1 either way). The in-reward KL needs them before the advantages."""
+    one_mini = responses_per_step == self.ppo_mini_batch_size * self.n
+    return (self.ppo_epochs == 1 and one_mini and not self.use_kl_in_reward
+            and not self.recompute_old_log_prob)
+
   def check(self, prompts_per_step: int) -> None:
     """Raise, naming the knob, when the batch does not split as configured."""
     mini = self.ppo_mini_batch_size * self.n
@@ -159,11 +167,7 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     n_micro = b // cfg.micro_batch_size
 
     n_mini = b // (cfg.ppo_mini_batch_size * cfg.n)
-    # With one update a step the policy is still the rollout's at the update, so the old log-probs
-    # are the update's own (stop-gradient) and need no forward of their own: ratio 1 either way.
-    # The in-reward KL needs them before the advantages.
-    one_update = (cfg.ppo_epochs == 1 and n_mini == 1 and not cfg.use_kl_in_reward
-                  and not cfg.recompute_old_log_prob)
+    one_update = cfg.reuses_update_log_probs(b)
 
     # Old (and reference) log-probs, values: one forward each, micro-batch by micro-batch.
     def logp_of(graphdef, params):

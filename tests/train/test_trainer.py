@@ -11,6 +11,7 @@ from flax import nnx
 from configs import grlo, rlvr
 from grlo_jax import checkpoint, data, models, sharding, trainer
 from grlo_jax.rl import build
+from grlo_jax.rl import flops as rl_flops
 
 
 def nano(cfg=None, **overrides):
@@ -58,8 +59,9 @@ def test_resume_is_exact(tmp_path):
   assert steps == [1, 2, 3, 4]
   rec = read_jsonl(tmp_path / "whole" / "metrics.jsonl")[-1]
   for key in ("reward/mean", "response_length/mean", "throughput/tokens_per_s", "actor/pg_loss",
-              "critic/vf_loss"):
+              "critic/vf_loss", "perf/tflops_per_s"):
     assert np.isfinite(rec[key]), key
+  assert "perf/mfu" not in rec  # no log.peak_tflops given
   # Each epoch (8 of the 64 shipped prompts a step, 8 steps) visits prompts without repeats.
   indices = [i for _, i in order("whole")]
   assert len(set(indices)) == len(indices) == 32
@@ -68,6 +70,7 @@ def test_resume_is_exact(tmp_path):
 def test_rlvr_tiny_trains_with_the_verifier_on_eight_devices(tmp_path):
   c = nano(rlvr.get_config("tiny"), total_steps=2)
   c.mesh.fsdp, c.mesh.tensor = 4, 2
+  c.log.peak_tflops = 2.0
   st = trainer.train(c, tmp_path)
   assert int(st.step) == 2 and st.critic is None and st.rm is None
   wq = st.actor["blocks"]["wq_dnh"].value  # [L, D, N, H]: D over fsdp, heads over tensor
@@ -79,7 +82,14 @@ def test_rlvr_tiny_trains_with_the_verifier_on_eight_devices(tmp_path):
   assert len(rows) == 2 * 8 * 4  # every rollout: 8 prompts x 4 responses, 2 steps
   # 1 for a right answer, 0 for a wrong one, -format_penalty (0.1) without any answer.
   assert all(min(abs(r["reward"] - v) for v in (1.0, 0.9, 0.0, -0.1)) < 1e-6 for r in rows)
-  assert len(read_jsonl(tmp_path / "metrics.jsonl")) == 2
+  metrics = read_jsonl(tmp_path / "metrics.jsonl")
+  assert len(metrics) == 2
+  for m in metrics:  # MFU over all 8 devices' peak; the step's FLOPs shrink when rollouts stop early
+    want = rl_flops.step_flops(build.rl_config(c), models.preset("nano"), 8, c.data.max_prompt_length,
+                               decode_tokens=int(m["response_length/max"]))["total"]
+    assert m["perf/tflop_per_step"] == pytest.approx(want / 1e12)
+    assert m["perf/tflops_per_s"] == pytest.approx(m["perf/tflop_per_step"] / m["time/step_s"], rel=1e-6)
+    assert m["perf/mfu"] == pytest.approx(m["perf/tflops_per_s"] / (2.0 * 8))
 
 
 def test_non_finite_losses_skip_updates_then_stop_with_the_last_good_checkpoint(tmp_path):

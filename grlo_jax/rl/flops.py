@@ -1,0 +1,43 @@
+"""Matrix-product FLOPs of one RL step, by phase: the numerator of the step's TFLOP/s and MFU.
+
+Counts the passes `rl.step` runs over the shapes it computes, padding included: the rollout
+(prefill + decode steps), the old log-probs' forward unless the update's own are reused, the
+reference forward, the critic's values, the reward model, then `ppo_epochs` x (actor forward +
+backward, critic forward + backward) over every response. Remat's recomputation is not counted
+(model FLOPs); attention counts each query's visible keys unless `causal=False`.
+"""
+
+from __future__ import annotations
+
+from grlo_jax.models.config import ModelConfig
+from grlo_jax.models.flops import forward_flops, generate_flops
+from grlo_jax.rl.step import RLConfig
+
+
+def step_flops(cfg: RLConfig, actor: ModelConfig, prompts: int, prompt_len: int, *,
+               critic: ModelConfig | None = None, rm: ModelConfig | None = None, rm_len: int = 0,
+               decode_tokens: int | None = None, causal: bool = True) -> dict[str, int]:
+  """FLOPs by phase and their "total" for `prompts` prompts of `prompt_len` tokens.
+
+  Args:
+    cfg: the step's knobs; responses are `cfg.sampling.max_new_tokens` long (the update's shapes).
+    actor: the policy's config (the reference shares it).
+    critic: the critic's config; counted when `cfg` uses one.
+    rm: the reward model's config, scoring inputs of `rm_len` tokens; None: no reward-model forward.
+    decode_tokens: tokens the rollout generated (default all; fewer when every row stopped early).
+  """
+  rows = prompts * cfg.n
+  r = cfg.sampling.max_new_tokens
+  t = prompt_len + r
+  policy_fwd = forward_flops(actor, rows, t, r, causal=causal)
+  critic_fwd = forward_flops(critic, rows, t, causal=causal) if cfg.uses_critic and critic else 0
+  out = {
+      "rollout": generate_flops(actor, rows, prompt_len, r if decode_tokens is None else max(decode_tokens, 1),
+                                causal=causal),
+      "old_log_prob": 0 if cfg.reuses_update_log_probs(rows) else policy_fwd,
+      "reference": policy_fwd if cfg.uses_ref else 0,
+      "values": critic_fwd,
+      "reward_model": forward_flops(rm, rows, rm_len, causal=causal) if rm is not None else 0,
+      "update": cfg.ppo_epochs * 3 * (policy_fwd + critic_fwd),
+  }
+  return out | {"total": sum(out.values())}
