@@ -11,7 +11,9 @@ with a new value head). --reward=model (GRLO's path): our step also runs a rewar
 score-head model of the same preset) inside the jit, which Tunix's reward function does not, so
 the comparison counts that against us; --reward=rule: an in-graph 0/1 rule (parity of the
 response's token sum), the same work as Tunix's random 0/1 Python reward. The rollout share is
-the time of `generate` alone over the step's time.
+the time of `generate` alone over the step's time. `--rounds=K` repeats the pair (ours, then Tunix)
+K times; `speedup_vs_tunix` is then the median of the K ratios, and "grlo_jax" / "tunix" the first
+round's figures.
 
 `flops` counts the step's matrix products by phase (`grlo_jax.rl.flops`, causal attention:
 model FLOPs); `tflop_per_s` divides them by the median step time and `mfu` by `--peak_tflops` too
@@ -23,6 +25,7 @@ no Tunix. Prints one JSON line; logs go to stderr.
 import argparse
 import json
 import pathlib
+import statistics
 import tempfile
 
 import jax
@@ -119,6 +122,9 @@ def main():
   ap.add_argument("--beta", type=float, default=0.04)
   ap.add_argument("--reward", default="model", choices=["model", "rule"])
   ap.add_argument("--tunix_python", default=None)
+  ap.add_argument("--rounds", type=int, default=1,
+                  help="ours then Tunix, this many times: on a noisy machine the median of the rounds' "
+                       "ratios is steadier than one")
   a = ap.parse_args()
   if a.init == "random" and a.tunix_python:
     ap.error("--tunix_python needs --init=hf: Tunix loads the same HF weights")
@@ -129,16 +135,25 @@ def main():
               "prompt_len": a.prompt_len, "new_tokens": a.new_tokens, "repeats": a.repeats, "reward": a.reward,
               "init": a.init, "dtype": a.dtype, "peak_tflops": a.peak_tflops,
               "device": jax.devices()[0].device_kind, **common.machine(), "git": common.git_rev()}
-    common.log("grlo_jax ...")
-    result["grlo_jax"] = bench_ours(path, a.preset, a.algo, prompts, a.prompt_len, a.new_tokens, a.repeats,
-                                    a.beta, a.reward, a.dtype, a.peak_tflops)
-    if a.tunix_python:
-      common.log("tunix ...")
-      result["tunix"] = common.run_peer(a.tunix_python, "tunix_rl_step.py", [
-          f"--model={path}", f"--algo={a.algo}", f"--repeats={a.repeats}", f"--prompt_len={a.prompt_len}",
-          f"--new_tokens={a.new_tokens}", f"--beta={a.beta}"])
-      if "median_s" in result["tunix"]:
-        result["speedup_vs_tunix"] = result["tunix"]["median_s"] / result["grlo_jax"]["median_s"]
+    rounds = []
+    for i in range(a.rounds):
+      common.log(f"round {i + 1}/{a.rounds}: grlo_jax ...")
+      ours = bench_ours(path, a.preset, a.algo, prompts, a.prompt_len, a.new_tokens, a.repeats, a.beta,
+                        a.reward, a.dtype, a.peak_tflops)
+      rounds.append({"grlo_jax": ours})
+      if a.tunix_python:
+        common.log(f"round {i + 1}/{a.rounds}: tunix ...")
+        rounds[-1]["tunix"] = common.run_peer(a.tunix_python, "tunix_rl_step.py", [
+            f"--model={path}", f"--algo={a.algo}", f"--repeats={a.repeats}", f"--prompt_len={a.prompt_len}",
+            f"--new_tokens={a.new_tokens}", f"--beta={a.beta}"])
+    result |= rounds[0]
+    ratios = [r["tunix"]["median_s"] / r["grlo_jax"]["median_s"] for r in rounds if "median_s" in r.get("tunix", {})]
+    if ratios:
+      result["speedup_vs_tunix"] = statistics.median(ratios)
+    if a.rounds > 1:
+      result["rounds"] = [{"grlo_jax_s": r["grlo_jax"]["median_s"], "tunix_s": r.get("tunix", {}).get("median_s")}
+                          for r in rounds]
+      result["speedups_vs_tunix"] = ratios
   print(json.dumps(result))
 
 
