@@ -20,10 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, rl_step
 from grlo_jax import allocator, models
 from grlo_jax.models import flops
 from grlo_jax.models.transformer import DECODE_PAD
+from grlo_jax.rl import flops as rl_flops
 
 
 def _best(fn, *args, repeats: int = 10) -> float:
@@ -78,10 +79,11 @@ def main():
   b, p, r = a.batch, a.prompt_len, a.new_tokens
   t = p + r
   layer_params = flops.layer_weights(cfg)
-  # One forward over [b, t] as the step computes it: every position's attention, the LM head at
-  # the r response positions only.
-  fwd_flop = flops.forward_flops(cfg, b, t, r, causal=False)
-  update_flop = fwd_flop + 3 * fwd_flop  # reference forward; actor forward + backward
+  # The GRPO step of `rl_step` as it computes it (every position's attention): the reference
+  # forward and the actor's forward + backward.
+  prompts = b // rl_step.SHAPES["grpo"][1]
+  phases = rl_flops.step_flops(rl_step.rl_config("grpo", prompts, r, 0.04), cfg, prompts, p, causal=False)
+  update_flop = phases["reference"] + phases["update"]
   cache_bytes = 2 * layers * b * kh * t * 4
   step_bytes = 4 * (layer_params * layers + d * v) + cache_bytes
 

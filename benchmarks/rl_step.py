@@ -61,15 +61,21 @@ def load_models(path, preset, algo, dtype):
   return load(), load(), load(head="score", num_labels=1), load(head="value") if algo == "ppo" else None
 
 
+def rl_config(algo: str, prompts: int, new_tokens: int, beta: float) -> RLConfig:
+  """The benchmarked step: one update a step on one micro-batch, KL loss against the reference."""
+  n = SHAPES[algo][1]
+  sampling = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, stop_token_ids=())
+  return RLConfig(sampling=sampling, n=n, adv_estimator="grpo" if algo == "grpo" else "gae",
+                  ppo_mini_batch_size=prompts, micro_batch_size=prompts * n, use_kl_loss=True,
+                  kl_loss_coef=beta, kl_loss_type="low_var_kl")
+
+
 def bench_ours(path, preset, algo, prompts, prompt_len, new_tokens, repeats, beta, reward, dtype,
                peak_tflops):
-  n = SHAPES[algo][1]
+  cfg = rl_config(algo, prompts, new_tokens, beta)
+  n, sampling = cfg.n, cfg.sampling
   policy, ref, rm, critic = load_models(path, preset, algo, dtype)
   vocab = policy.cfg.vocab_size
-  sampling = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, stop_token_ids=())
-  cfg = RLConfig(sampling=sampling, n=n, adv_estimator="grpo" if algo == "grpo" else "gae",
-                 ppo_mini_batch_size=prompts, micro_batch_size=prompts * n, use_kl_loss=True,
-                 kl_loss_coef=beta, kl_loss_type="low_var_kl")
   defs = GraphDefs(actor=nnx.graphdef(policy), critic=critic and nnx.graphdef(critic), rm=nnx.graphdef(rm))
   txs = Optimizers(actor=state_lib.make_optimizer(1e-5), critic=state_lib.make_optimizer(1e-5))
   st = state_lib.place(state_lib.init_state(nnx.state(policy), txs.actor, critic and nnx.state(critic),
@@ -91,7 +97,7 @@ def bench_ours(path, preset, algo, prompts, prompt_len, new_tokens, repeats, bet
   tokens = float(box["m"]["tokens/total"])
   counts = rl_flops.step_flops(cfg, policy.cfg, prompts, prompt_len, critic=critic and critic.cfg,
                                rm=rm.cfg if reward == "model" else None,
-                               rm_len=prompt_len + new_tokens + len(template.turn_end_ids))
+                               rm_len=template.input_length(prompt_len, new_tokens))
   tflop_s = counts["total"] / sec / 1e12
 
   roll = jax.jit(lambda s, i, m, r: generate_with_params(nnx.merge(defs.actor, s), i, m, r, sampling))

@@ -48,9 +48,10 @@ def generate_flops(cfg: ModelConfig, rows: int, prompt_len: int, new_tokens: int
   `new_tokens - 1` one-token steps, all over a cache of `prompt_len + new_tokens` slots."""
   p, n = prompt_len, new_tokens
   steps = n - 1
-  # Decode step i (1-based) writes slot p + i - 1, so its query sees p + i keys.
+  # Decode step i (1-based) writes slot p + i - 1, so its query sees p + i keys: summed over the
+  # steps, steps * p + steps (steps + 1) / 2.
   if causal:
-    pairs = p * (p + 1) // 2 + sum(p + i for i in range(1, steps + 1))
+    pairs = p * (p + 1) // 2 + steps * p + steps * (steps + 1) // 2
   else:
     pairs = (p + steps) * (p + n)
   tokens = p + steps

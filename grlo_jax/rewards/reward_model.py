@@ -71,6 +71,10 @@ class RMTemplate:
   newline_ids: tuple[int, ...] = ()
   think_end_id: int | None = None
 
+  def input_length(self, prompt_len: int, response_len: int) -> int:
+    """T of `build`'s [B, T] output."""
+    return prompt_len + len(self.assistant_prefix_ids) + response_len + len(self.turn_end_ids)
+
   def build(self, prompt_ids_bp: jax.Array, prompt_mask_bp: jax.Array, response_ids_br: jax.Array,
             response_mask_br: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`build_rm_input` with this template's ids."""

@@ -10,7 +10,7 @@ from grlo_jax import models
 from grlo_jax.models import flops
 from grlo_jax.models.transformer import DECODE_PAD
 
-B, P, N = 2, 24, 8
+B, P = 2, 24
 
 
 def _xla_flops(fn, *args) -> float:

@@ -103,6 +103,7 @@ def test_in_graph_input_equals_chat_template(shared_data):
   tok, messages_b, tmpl, (prompt_ids, _, resp_ids, resp_mask), ids_bt, mask_bt = qwen3_case(shared_data)
   b, p = prompt_ids.shape
   assert ids_bt.shape == (b, p + len(tmpl.assistant_prefix_ids) + resp_ids.shape[1] + 2)
+  assert ids_bt.shape[1] == tmpl.input_length(p, resp_ids.shape[1])
   assert ids_bt.dtype == jnp.int32
   ids_bt, mask_bt = np.asarray(ids_bt), np.asarray(mask_bt)
   want = template_ids(tok, messages_b, resp_ids, resp_mask, tmpl.eos_ids)
