@@ -37,6 +37,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.model.compute_dtype = "bfloat16"
   c.model.rm_dtype = "bfloat16"  # frozen reward model (and reference) weights
   c.model.remat = True  # gradient checkpointing, as the paper's launcher
+  # Full-sequence attention: auto (splash on TPU, Pallas flash on GPU, dense or chunked on CPU by
+  # length) | xla (dense reference) | chunked (flash-style, plain JAX) | splash | cudnn | pallas_gpu.
+  c.model.attention = "auto"
 
   c.data = ml_collections.ConfigDict()
   c.data.train_files = "/path/to/grlo_train_prompts.jsonl"  # comma-separated; .jsonl / .parquet

@@ -70,7 +70,7 @@ def _load_models(c: ml_collections.ConfigDict, mesh, vocab_needed: int) -> _Mode
     if path:
       log.info("%s: loading %s", role, path)
       out = models.load_pretrained(path, dtype=cfg.param_dtype, mesh=mesh, compute_dtype=cfg.dtype,
-                                   remat=cfg.remat, **overrides)
+                                   remat=cfg.remat, attention=cfg.attention, **overrides)
     else:
       log.warning("%s: no path set, initialising the %r preset at random", role, m.policy_arch
                   if role != "rm" else m.rm_arch)

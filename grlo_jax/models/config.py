@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 Family = Literal["qwen3", "llama"]
 Head = Literal["lm", "value", "score"]
+# Full-sequence attention implementations (grlo_jax/models/attention.py).
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "chunked", "splash", "cudnn", "pallas_gpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,8 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype (activations, KV cache default)
   param_dtype: str = "float32"  # storage dtype of the weights
   remat: bool = False  # rematerialise each block in the backward pass
+  # Full-sequence attention: auto | xla | chunked | splash | cudnn | pallas_gpu (models/attention.py).
+  attention: str = "auto"
 
   @property
   def q_per_kv(self) -> int:  # G
@@ -69,6 +73,8 @@ class ModelConfig:
       raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
     if self.head not in ("lm", "value", "score"):
       raise ValueError(f"head must be 'lm', 'value' or 'score', got {self.head!r}")
+    if self.attention not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"attention must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, got {self.attention!r}")
     if self.family not in ("qwen3", "llama"):
       raise ValueError(f"family must be 'qwen3' or 'llama', got {self.family!r}")
 

@@ -60,10 +60,11 @@ def _random_param(name: str, shape: tuple[int, ...], dtype: np.dtype, seed: int)
 
 
 def load_pretrained(path: epath.PathLike, dtype: Any = "float32", mesh: Mesh | None = None, *,
-                    compute_dtype: Any = None, **overrides: Any) -> Transformer:
+                    compute_dtype: Any = None, attention: str = "auto", **overrides: Any) -> Transformer:
   """Load an HF folder (config.json + safetensors) or an Orbax model folder.
 
   `dtype` is the weights' storage dtype; `compute_dtype` (default: `dtype`) the activations'.
+  `attention`: the full-sequence attention implementation (`grlo_jax.models.attention`).
   Each parameter goes straight onto its sharding on `mesh` (one device when None).
   `overrides` replace ModelConfig fields (e.g. `remat=True`); `head="value"` on a causal-LM folder
   gives a critic: the base model's weights with a new value head.
@@ -71,7 +72,7 @@ def load_pretrained(path: epath.PathLike, dtype: Any = "float32", mesh: Mesh | N
   path = epath.Path(path)
   mesh = _mesh_or_single(mesh)
   dtype = str(np.dtype(hf.host_dtype(dtype)))
-  overrides = dict(param_dtype=dtype, dtype=str(compute_dtype or dtype), **overrides)
+  overrides = dict(param_dtype=dtype, dtype=str(compute_dtype or dtype), attention=attention, **overrides)
   if (path / ORBAX_CONFIG).exists():
     cfg = ModelConfig.from_dict(json.loads((path / ORBAX_CONFIG).read_text()))
     return _load_orbax(cfg, path / ORBAX_PARAMS, mesh, overrides)

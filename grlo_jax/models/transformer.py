@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from grlo_jax import sharding
+from grlo_jax.models import attention as attention_lib
 from grlo_jax.models.config import ModelConfig
 from grlo_jax.models.kv_cache import KVCache
 
@@ -75,21 +76,9 @@ def apply_rope(x_btnh: jax.Array, pos_bt: jax.Array, inv_freq_h2: jax.Array) -> 
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_btnh.dtype)
 
 
-def gqa_attention(q_btnh: jax.Array, k_bkhs: jax.Array, v_bksh: jax.Array,
-                  mask_bts: jax.Array) -> jax.Array:
-  b, t, n, h = q_btnh.shape
-  q_btkgh = q_btnh.reshape(b, t, k_bkhs.shape[1], -1, h)
-  s_bkgts = jnp.einsum("btkgh,bkhs->bkgts", q_btkgh, k_bkhs,
-                       preferred_element_type=jnp.float32) * h**-0.5
-  s_bkgts = jnp.where(mask_bts[:, None, None], s_bkgts, _NEG_INF)
-  p_bkgts = jax.nn.softmax(s_bkgts, axis=-1).astype(v_bksh.dtype)
-  o_bkgth = jnp.einsum("bkgts,bksh->bkgth", p_bkgts, v_bksh)
-  return o_bkgth.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
-
-
 def decode_attention(q_b1nh: jax.Array, k_bkhs: jax.Array, v_bksh: jax.Array,
                      mask_b1s: jax.Array) -> jax.Array:
-  """`gqa_attention` for one query token, as multiply-reduce fusions that read the cache in place.
+  """Causal attention for one query token over a cache [B, K, H, S] / [B, K, S, H], as multiply-reduce fusions that read the cache in place.
 
   Written as dots, XLA:CPU copies every layer's freshly updated cache buffer before the dot reads
   it (two to three copies per buffer and step); as fusions it does not. Both reductions run over
@@ -116,11 +105,11 @@ def _dense(x_btx: jax.Array, w: jax.Array, out: int) -> jax.Array:
 
 
 def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str, jax.Array],
-           pos_bt: jax.Array, mask_bts: jax.Array, kv=None, attention=gqa_attention):
+           pos_bt: jax.Array, attention, kv=None):
   """One pre-norm block. `kv` = (k_lbkhs, v_lbksh, l, index): write this step's k/v into layer
   `l` of the cache at slot `index` (only the new tokens, in place), then attend over the layer.
   `p` holds one layer's weights, stacked-layout names or `decode_layers`' (fused gate|up).
-  `attention`: `gqa_attention` or, for one-token steps over per-layer buffers, `decode_attention`."""
+  `attention(q_btnh, k_bkhs, v_bksh) -> o_btnh` closes over the mask (`Transformer._attention`)."""
   dt = x_btd.dtype
   eps = cfg.rms_norm_eps
   b, t, d = x_btd.shape
@@ -142,7 +131,7 @@ def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str,
     k_lbkhs = jax.lax.dynamic_update_slice(k_lbkhs, k_bkht[None].astype(k_lbkhs.dtype), (l, 0, 0, 0, index))
     v_lbksh = jax.lax.dynamic_update_slice(v_lbksh, v_bkth[None].astype(v_lbksh.dtype), (l, 0, 0, index, 0))
     k_bkhs, v_bksh, new_kv = k_lbkhs[l], v_lbksh[l], (k_lbkhs, v_lbksh)
-  o_btnh = attention(q_btnh, k_bkhs.astype(dt), v_bksh.astype(dt), mask_bts)
+  o_btnh = attention(q_btnh, k_bkhs.astype(dt), v_bksh.astype(dt))
   x_btd = x_btd + _dense(o_btnh.reshape(b, t, n * h), p["wo_nhd"].astype(dt), d)
   x_btd = sharding.constrain(x_btd, ("batch", "seq", "act_embed"))
   h_btd = rms_norm(x_btd, p["mlp_norm_d"], eps)
@@ -154,6 +143,15 @@ def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str,
   a_btf = sharding.constrain(jax.nn.silu(g_btf) * u_btf, ("batch", "seq", "act_mlp"))
   x_btd = x_btd + _dense(a_btf, p["wd_fd"].astype(dt), d)
   return sharding.constrain(x_btd, ("batch", "seq", "act_embed")), new_kv
+
+
+def segment_positions(segment_ids_bt: jax.Array) -> jax.Array:
+  """[B, T] int32 position of each token inside its (contiguous) segment: 0 where it starts."""
+  t = segment_ids_bt.shape[1]
+  idx_bt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), segment_ids_bt.shape)
+  starts_bt = jnp.concatenate([jnp.ones_like(segment_ids_bt[:, :1], bool),
+                               segment_ids_bt[:, 1:] != segment_ids_bt[:, :-1]], axis=1)
+  return idx_bt - jax.lax.cummax(jnp.where(starts_bt, idx_bt, 0), axis=1)
 
 
 class Blocks(nnx.Module):
@@ -194,16 +192,26 @@ class Transformer(nnx.Module):
       self.score_dc = sharding.param(init(rngs.params(), (d, cfg.num_labels), dt), ("embed", "classes"))
 
   def __call__(self, input_ids_bt: jax.Array, attention_mask: jax.Array | None = None, *,
-               positions_bt: jax.Array | None = None, cache: KVCache | None = None):
-    """Head output; with `cache`, `(output, updated cache)`."""
-    x_btd, cache = self.hidden(input_ids_bt, attention_mask, positions_bt=positions_bt, cache=cache)
+               positions_bt: jax.Array | None = None, segment_ids_bt: jax.Array | None = None,
+               cache: KVCache | None = None):
+    """Head output; with `cache`, `(output, updated cache)`. With `segment_ids_bt` alone the
+    score head reads each row's last non-padding token."""
+    x_btd, cache = self.hidden(input_ids_bt, attention_mask, positions_bt=positions_bt,
+                               segment_ids_bt=segment_ids_bt, cache=cache)
+    if attention_mask is None and segment_ids_bt is not None:
+      attention_mask = segment_ids_bt != 0
     out = self.head(x_btd, attention_mask)
     return out if cache is None else (out, cache)
 
   def hidden(self, input_ids_bt: jax.Array, attention_mask: jax.Array | None = None, *,
-             positions_bt: jax.Array | None = None, cache: KVCache | None = None,
+             positions_bt: jax.Array | None = None, segment_ids_bt: jax.Array | None = None,
+             cache: KVCache | None = None,
              layers: list[dict[str, jax.Array]] | None = None) -> tuple[jax.Array, KVCache | None]:
     """Final-norm hidden states [B, T, D] (and the updated cache).
+
+    `segment_ids_bt` (int, 0 = padding) packs several sequences in a row: each attends only to
+    itself, causally, and its positions restart at 0 (unless `positions_bt` is given). Without
+    it, `attention_mask` marks the real tokens (one sequence a row).
 
     `layers` (from `decode_layers`) with a per-layer cache (`KVCache.unstack`) runs the blocks as
     a Python loop over separate buffers instead of a scan: on XLA:CPU each scan iteration copies
@@ -212,24 +220,34 @@ class Transformer(nnx.Module):
     cfg = self.cfg
     b, t = input_ids_bt.shape
     mask_bt = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
+    if segment_ids_bt is not None:
+      if cache is not None:
+        raise ValueError("segment_ids_bt is for full-sequence passes, not with a KV cache")
+      segment_ids_bt = segment_ids_bt.astype(jnp.int32)
+      if positions_bt is None:
+        positions_bt = segment_positions(segment_ids_bt)
+    else:
+      segment_ids_bt = mask_bt.astype(jnp.int32)
     if cache is None:
       if positions_bt is None:
         positions_bt = jnp.maximum(jnp.cumsum(mask_bt, axis=1) - 1, 0)
-      causal_ts = jnp.tril(jnp.ones((t, t), bool))
-      mask_bts = causal_ts[None] & mask_bt[:, None, :]
+      attention = self._attention(segment_ids_bt, segment_ids_bt, 0)
     else:
       if positions_bt is None:
         positions_bt = cache.pos_b[:, None] + jnp.maximum(jnp.cumsum(mask_bt, axis=1) - 1, 0)
       slot_bs = jax.lax.dynamic_update_slice(cache.mask_bs, mask_bt, (0, cache.index))
-      query_slot_t = cache.index + jnp.arange(t)
-      mask_bts = slot_bs[:, None, :] & (jnp.arange(cache.max_len)[None, :] <= query_slot_t[:, None])[None]
+      if t == 1:
+        mask_b1s = slot_bs[:, None, :] & (jnp.arange(cache.max_len) <= cache.index)[None, None]
+        attention = lambda q, k, v: decode_attention(q, k, v, mask_b1s)
+      else:
+        attention = self._attention(segment_ids_bt, slot_bs.astype(jnp.int32), cache.index)
     dt = jnp.dtype(cfg.dtype)
     x_btd = jnp.take(self.embed_vd.value, input_ids_bt, axis=0).astype(dt)
     x_btd = sharding.constrain(x_btd, ("batch", "seq", "act_embed"))
     inv_freq = rope_inv_freq(cfg)
 
     def layer(x_btd, p):
-      return _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts)[0]
+      return _block(cfg, inv_freq, x_btd, p, positions_bt, attention)[0]
 
     if cfg.remat:
       layer = jax.checkpoint(layer, prevent_cse=False)
@@ -238,10 +256,9 @@ class Transformer(nnx.Module):
       x_btd, _ = jax.lax.scan(lambda x, p: (layer(x, p), None), x_btd, self.blocks.weights())
     elif layers is not None:
       ks, vs = list(cache.k_lbkhs), list(cache.v_lbksh)
-      attention = decode_attention if t == 1 else gqa_attention
       for l, p in enumerate(layers):
-        x_btd, (ks[l], vs[l]) = _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts,
-                                       (ks[l], vs[l], 0, cache.index), attention)
+        x_btd, (ks[l], vs[l]) = _block(cfg, inv_freq, x_btd, p, positions_bt, attention,
+                                       (ks[l], vs[l], 0, cache.index))
       cache = cache.replace(k_lbkhs=tuple(ks), v_lbksh=tuple(vs), mask_bs=slot_bs,
                             pos_b=cache.pos_b + mask_bt.sum(axis=1, dtype=jnp.int32), index=cache.index + t)
     else:
@@ -249,7 +266,7 @@ class Transformer(nnx.Module):
         x_btd, k_lbkhs, v_lbksh = carry
         p, l = p_and_l
         kv = (k_lbkhs, v_lbksh, l, cache.index)
-        x_btd, (k_lbkhs, v_lbksh) = _block(cfg, inv_freq, x_btd, p, positions_bt, mask_bts, kv)
+        x_btd, (k_lbkhs, v_lbksh) = _block(cfg, inv_freq, x_btd, p, positions_bt, attention, kv)
         return (x_btd, k_lbkhs, v_lbksh), None
 
       (x_btd, k_lbkhs, v_lbksh), _ = jax.lax.scan(
@@ -259,6 +276,16 @@ class Transformer(nnx.Module):
                             pos_b=cache.pos_b + mask_bt.sum(axis=1, dtype=jnp.int32),
                             index=cache.index + t)
     return rms_norm(x_btd, self.final_norm_d.value, cfg.rms_norm_eps), cache
+
+  def _attention(self, q_segment_ids_bt: jax.Array, kv_segment_ids_bs: jax.Array, q_offset):
+    """`attention(q_btnh, k_bkhs, v_bksh)` for `_block`, through `attention.attend`."""
+    impl = self.cfg.attention
+
+    def attention(q_btnh, k_bkhs, v_bksh):
+      return attention_lib.attend(q_btnh, k_bkhs.transpose(0, 3, 1, 2), v_bksh.transpose(0, 2, 1, 3),
+                                  q_segment_ids_bt, kv_segment_ids_bs, q_offset=q_offset, impl=impl)
+
+    return attention
 
   def decode_layers(self) -> list[dict[str, jax.Array]]:
     """The block weights as L separate per-layer dicts for `hidden(..., layers=...)` (a copy, made
