@@ -41,12 +41,15 @@ import math
 import types
 from collections.abc import Mapping
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 from jax.sharding import Mesh
 
 from grlo_jax import models, sharding
+from grlo_jax.models import attention as attention_lib
+from grlo_jax.models import chunked_attention
 from grlo_jax.rl import build
 
 GiB = 2**30
@@ -67,12 +70,21 @@ FWD_SCORE_F32 = 1  # float32 [N, T, S] scores + the probabilities in the compute
 # A remat backward keeps each layer's input [m, T, D] and, for the layer in flight, its recomputed
 # residuals and their gradients: REMAT_LAYER x one layer's residuals.
 REMAT_LAYER = 1.4
+REMAT_LAYER_FUSED = 0.8  # the same with fused attention (checked against compile(), tests/test_plan.py)
 NOREMAT_LAYER = 1.0  # the last layer's gradient temporaries on top of all residuals
 # Float32 [m, R, V] logits buffers: forward log-probs (logits, and logsumexp's exponentials), the
 # update (logits, softmax for the entropy and the log-prob gradient, the logits' gradient).
 LOGITS_FWD, LOGITS_BWD = 2, 3
 # AdamW's temporaries on top of the accumulated gradients (the updates; the rest fuses in place).
 OPT_TEMPS = 1
+# Fused attention (`model.attention` other than the dense `xla`, models/attention.py) keeps no
+# [N, S] scores: per query token only the log-sum-exp (N float32) and the kernels' own copies of
+# q, k, v, o in their blocked or heads-first layouts (FUSED_COPIES x (N + K) H); the scores and
+# probabilities of the one block pair in flight, [rows, N, block, block] float32, forward
+# (FUSED_BLOCK_FWD of them) and backward (FUSED_BLOCK_BWD: scores, probabilities, dP, dS), and the
+# backward's float32 dQ accumulator [rows, T, N, H]. TPU and GPU kernels keep their blocks in
+# on-chip memory: no block term there.
+FUSED_COPIES, FUSED_BLOCK_FWD, FUSED_BLOCK_BWD = 2, 3, 5
 # XLA packs temporaries into one heap; its size exceeds the live bytes at the peak by this factor
 # (XLA:CPU: 1.05 - 1.2 on the step).
 HEAP_SLACK = 1.1
@@ -165,23 +177,55 @@ class _Dims:
   h: int
   v: int  # V / tensor
   c: int  # compute dtype bytes
+  backend: str  # whose `model.attention=auto` choice is counted
 
   @classmethod
-  def of(cls, cfg: models.ModelConfig, ms: Mapping[str, int]) -> _Dims:
+  def of(cls, cfg: models.ModelConfig, ms: Mapping[str, int], backend: str) -> _Dims:
     one = lambda size, name: per_device((size,), (name,), ms)
     return cls(cfg=cfg, d=cfg.hidden_size, f=one(cfg.intermediate_size, "act_mlp"),
                n=one(cfg.num_heads, "act_heads"), k=one(cfg.num_kv_heads, "act_kv_heads"), h=cfg.head_dim,
-               v=one(cfg.vocab_size, "act_vocab"), c=_itemsize(cfg.dtype))
+               v=one(cfg.vocab_size, "act_vocab"), c=_itemsize(cfg.dtype), backend=backend)
+
+  def attention(self, t: int, s: int) -> str:
+    return attention_lib.resolve(self.cfg.attention, t, s, self.backend)
+
+  def _block_pair(self, rows: int, t: int, s: int) -> int:
+    """Float32 elements of one [rows, N, block, block] score block (0 for on-chip kernels)."""
+    if self.attention(t, s) != "chunked":
+      return 0
+    block = chunked_attention.DEFAULT_BLOCK
+    return rows * self.n * min(block, t) * min(block, s)
 
   def saved_layer(self, rows: int, t: int, s: int) -> int:
     """Bytes one block keeps for its backward (no remat), [rows, t] queries over s keys."""
     lin_td = SAVED_D * self.d + SAVED_F * self.f + SAVED_QK * (self.n + self.k) * self.h
-    return rows * t * (lin_td * self.c + self.n * s * (4 + self.c))
+    if self.attention(t, s) == "xla":
+      return rows * t * (lin_td * self.c + self.n * s * (4 + self.c))
+    fused_td = FUSED_COPIES * (self.n + self.k) * self.h * self.c + self.n * 4
+    return rows * t * (lin_td * self.c + fused_td)
+
+  def attention_backward(self, rows: int, t: int, s: int) -> int:
+    """Bytes the backward of one fused attention adds while it runs (0 for the dense path,
+    whose temporaries are its saved scores): the dQ accumulator and the block pair in flight."""
+    if self.attention(t, s) == "xla":
+      return 0
+    return rows * t * self.n * self.h * 4 + FUSED_BLOCK_BWD * 4 * self._block_pair(rows, t, s)
+
+  def layers_backward(self, rows: int, t: int, with_remat: bool) -> tuple[int, int]:
+    """(bytes kept for the backward of all layers, bytes of the layer in flight) on [rows, t]."""
+    one, attn = self.saved_layer(rows, t, t), self.attention_backward(rows, t, t)
+    if with_remat:
+      in_flight = REMAT_LAYER if self.attention(t, t) == "xla" else REMAT_LAYER_FUSED
+      return self.cfg.num_layers * self.stream(rows, t), int(in_flight * one) + attn
+    return self.cfg.num_layers * one, int(NOREMAT_LAYER * one) + attn
 
   def forward_layer(self, rows: int, t: int, s: int) -> int:
     """Bytes of one block's forward temporaries (no backward), plus the causal mask [rows, t, s]."""
     lin_td = FWD_D * self.d + FWD_F * self.f + 2 * (self.n + self.k) * self.h
-    return rows * t * (lin_td * self.c + self.n * s * (4 * FWD_SCORE_F32 + self.c) + s)
+    if self.attention(t, s) == "xla":
+      return rows * t * (lin_td * self.c + self.n * s * (4 * FWD_SCORE_F32 + self.c) + s)
+    fused_td = FUSED_COPIES * (self.n + self.k) * self.h * self.c
+    return rows * t * (lin_td * self.c + fused_td) + FUSED_BLOCK_FWD * 4 * self._block_pair(rows, t, s)
 
   def stream(self, rows: int, t: int) -> int:
     """The residual stream [rows, t, D] in the compute dtype."""
@@ -239,13 +283,16 @@ def _weights(cfg: models.ModelConfig, mesh_items: tuple[tuple[str, int], ...]) -
 
 def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], *,
              micro_batch_size: int | None = None, remat: bool | None = None,
-             unroll_decode: bool = False) -> Plan:
+             unroll_decode: bool = False, backend: str | None = None) -> Plan:
   """Per-device memory of `config`'s step on `mesh` (a Mesh or {"data", "fsdp", "tensor"} sizes).
 
   `micro_batch_size` and `remat` override `actor.micro_batch_size` and `model.remat`.
   `unroll_decode`: the sampler's per-layer decode (XLA:CPU's default, `SamplingParams`) keeps
   every layer's weights as separate (gathered) buffers during the rollout.
+  `backend` ("cpu", "gpu", "tpu"; default: this process's) decides what `model.attention=auto`
+  runs, and so whether the attention keeps [N, S] scores per token (dense) or not (fused).
   """
+  backend = backend or jax.default_backend()
   ms = _mesh_shape(mesh)
   c = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
   if micro_batch_size is not None:
@@ -255,7 +302,7 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
   rl = build.rl_config(c)  # raises when the batch does not split as configured
   archs = build.arch_configs(c)
   weights = {role: _weights(cfg, tuple(ms.items())) for role, cfg in archs.items() if cfg is not None}
-  dims = {role: _Dims.of(archs[role], ms) for role in weights}
+  dims = {role: _Dims.of(archs[role], ms, backend) for role in weights}
   trainable = [r for r in ("actor", "critic") if r in weights]
 
   rows = lambda n: per_device((n,), ("batch",), ms)
@@ -309,11 +356,7 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
   # flight; the logits buffers of the actor; gradients: the micro-batch's and the accumulator's.
   def backward(role: str, with_remat: bool) -> int:
     dm = dims[role]
-    one = dm.saved_layer(md, t, t)
-    if with_remat:
-      kept, layer = dm.cfg.num_layers * dm.stream(md, t), REMAT_LAYER * one
-    else:
-      kept, layer = dm.cfg.num_layers * one, NOREMAT_LAYER * one
+    kept, layer = dm.layers_backward(md, t, with_remat)
     logits = LOGITS_BWD * md * r * dm.v * 4 if dm.cfg.head == "lm" else 0
     return int(kept + max(layer, logits))
 
@@ -354,14 +397,25 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
               gathered=gathered, phases=phases)
 
 
+def model_backward(cfg: models.ModelConfig, rows: int, t: int, *, backend: str | None = None,
+                   mesh: Mapping[str, int] | None = None) -> int:
+  """Bytes of the decoder's forward + backward on [rows, t] tokens a device (no head, no weight
+  gradients): what the update phase counts for one model's layers (remat per `cfg.remat`)."""
+  dims = _Dims.of(cfg, _mesh_shape(mesh or {}), backend or jax.default_backend())
+  kept, layer = dims.layers_backward(rows, t, cfg.remat)
+  return int(HEAP_SLACK * (kept + layer))
+
+
 def suggest_micro_batch(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int],
-                        hbm_bytes: float, *, margin: float = 0.9, unroll_decode: bool = False) -> int:
+                        hbm_bytes: float, *, margin: float = 0.9, unroll_decode: bool = False,
+                        backend: str | None = None) -> int:
   """The largest `actor.micro_batch_size` that divides a mini-batch (ppo_mini_batch_size x rollout.n
   responses) and whose estimate fits in `margin x hbm_bytes`; 0 when none does (the rollout or the
   reward phase, which micro-batches do not shrink, is then too large by itself)."""
   mini = config.actor.ppo_mini_batch_size * config.rollout.n
   for m in sorted((d for d in range(1, mini + 1) if mini % d == 0), reverse=True):
-    if estimate(config, mesh, micro_batch_size=m, unroll_decode=unroll_decode).fits(hbm_bytes, margin):
+    if estimate(config, mesh, micro_batch_size=m, unroll_decode=unroll_decode,
+                backend=backend).fits(hbm_bytes, margin):
       return m
   return 0
 

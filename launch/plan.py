@@ -29,6 +29,9 @@ _HBM_GIB = flags.DEFINE_float("hbm_gib", None, "Memory per device in GiB: report
                               "actor.micro_batch_size.")
 _MARGIN = flags.DEFINE_float("margin", 0.9, "Fraction of --hbm_gib the step may use.")
 _UNROLL = flags.DEFINE_bool("unroll_decode", False, "Count XLA:CPU's per-layer decode (weights copied per layer).")
+_BACKEND = flags.DEFINE_enum("backend", "tpu", ["cpu", "gpu", "tpu"], "The platform planned for: what "
+                             "model.attention=auto runs there (fused kernels on TPU and GPU, dense or "
+                             "chunked by length on CPU).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -61,14 +64,15 @@ def main(argv: Sequence[str]) -> None:
   c = _CONFIG.value
   shape = _mesh_shape(c)
   try:
-    p = plan.estimate(c, shape, unroll_decode=_UNROLL.value)
+    p = plan.estimate(c, shape, unroll_decode=_UNROLL.value, backend=_BACKEND.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   hbm = None if _HBM_GIB.value is None else _HBM_GIB.value * plan.GiB
   out = p.to_dict()
   table = plan.format_table(p, hbm_bytes=hbm, margin=_MARGIN.value)
   if hbm is not None:
-    suggested = plan.suggest_micro_batch(c, shape, hbm, margin=_MARGIN.value, unroll_decode=_UNROLL.value)
+    suggested = plan.suggest_micro_batch(c, shape, hbm, margin=_MARGIN.value, unroll_decode=_UNROLL.value,
+                                         backend=_BACKEND.value)
     out |= {"hbm_bytes": int(hbm), "margin": _MARGIN.value, "fits": p.fits(hbm, _MARGIN.value),
             "suggested_micro_batch_size": suggested}
     table += f"\nlargest actor.micro_batch_size that fits: {suggested or 'none'}"
