@@ -2,7 +2,7 @@ r"""Attention implementations side by side: compiled memory and forward + backwa
 
   python -m benchmarks.attention --preset=small --lengths=256,512,1024,4096
   python -m benchmarks.attention --preset=qwen3_0p6b --lengths=4096 --dtype=bfloat16 \
-      --impls=xla,cudnn,pallas_gpu --layers=28          # on a GPU
+      --impls=xla,cudnn,pallas_gpu,chunked --check      # on a GPU (benchmarks/gpu_attention.sh)
 
 For each length T and implementation: XLA's temp bytes (`compile().memory_analysis()`) of the
 model's forward + backward on one row of T tokens (loss on the final hidden states; with
@@ -50,6 +50,41 @@ def _op_step(cfg: models.ModelConfig, t: int, impl: str):
   return lambda: jax.block_until_ready(fn(q, k, v))
 
 
+def _check(cfg: models.ModelConfig, t: int, impls: list[str]) -> dict:
+  """Max error of each implementation against `xla` (outputs at real tokens and q/k/v gradients,
+  relative to their scale) on rows of 3 packed segments, left padding and one all-padding row."""
+  dt = jnp.dtype(cfg.dtype)
+  rng = np.random.default_rng(1)
+  n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  q = jnp.asarray(rng.standard_normal((3, t, n, h)), dt)
+  kv = [jnp.asarray(rng.standard_normal((3, t, k, h)), dt) for _ in range(2)]
+  seg = np.zeros((3, t), np.int32)
+  a, b = t // 5, t // 2
+  seg[0, :a], seg[0, a:b], seg[0, b:t - 7] = 1, 2, 3
+  seg[1, t // 3:] = 1
+  seg = jnp.asarray(seg)
+  w = jnp.asarray(rng.standard_normal(q.shape), dt)
+
+  def run(impl):
+    f = lambda q, k, v: jnp.sum((attention.attend(q, k, v, seg, impl=impl) * w).astype(jnp.float32)
+                                * (seg != 0)[..., None, None])
+    o = jax.jit(lambda q, k, v: attention.attend(q, k, v, seg, impl=impl))(q, *kv)
+    return [np.asarray(x, np.float32) for x in (o, *jax.jit(jax.grad(f, argnums=(0, 1, 2)))(q, *kv))]
+
+  ref = run("xla")
+  real = np.asarray(seg) != 0
+  out = {}
+  for impl in impls:
+    if impl == "xla":
+      continue
+    got = run(impl)
+    errs = [np.abs(got[0] - ref[0])[real].max() / np.abs(ref[0][real]).max()]
+    errs += [np.abs(g - r).max() / np.abs(r).max() for g, r in zip(got[1:], ref[1:])]
+    out[f"{impl}_max_rel_err"] = float(max(errs))
+    out[f"{impl}_finite"] = bool(all(np.isfinite(x).all() for x in got))
+  return out
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--preset", default="small")
@@ -60,12 +95,17 @@ def main() -> None:
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--head", action="store_true", help="include the LM head's log-likelihood")
   ap.add_argument("--no_time", action="store_true", help="memory only")
+  ap.add_argument("--check", action="store_true", help="compare every implementation with xla first")
   ap.add_argument("--timed", choices=["plain", "remat"], default="plain",
                   help="which variant's step is timed (remat: dense T=4096 without it needs ~13 GiB)")
   args = ap.parse_args()
   allocator.reexec_with_tcmalloc()
   impls = args.impls.split(",")
   rows = []
+  if args.check:
+    cfg = models.preset(args.preset, dtype=args.dtype, param_dtype=args.dtype)
+    checks = _check(cfg, int(args.lengths.split(",")[0]), impls)
+    common.log(json.dumps(checks))
   for t in (int(x) for x in args.lengths.split(",")):
     row = {"T": t}
     timers = {}
@@ -104,7 +144,7 @@ def main() -> None:
     rows.append(row)
   print(json.dumps({"benchmark": "attention", "preset": args.preset, "dtype": args.dtype, "head": args.head, "timed": args.timed,
                     "backend": jax.default_backend(), "git": common.git_rev(), "machine": common.machine(),
-                    "rows": rows}))
+                    "checks": checks if args.check else None, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ def _splash_kernel(n: int, t: int, block: int, interpret: bool):
   mask = sm.MultiHeadMask([sm.CausalMask((t, t)) for _ in range(n)])
   sizes = sk.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
                         block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
-  return sk.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
+  # The mask tables must be concrete arrays, not tracers of whichever jit first built the kernel.
+  with jax.ensure_compile_time_eval():
+    return sk.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
 
 
 def _splash(q_btnh, k_btkh, v_btkh, seg_bt, *, interpret: bool) -> jax.Array:
