@@ -8,18 +8,21 @@ import transformers
 from jax.sharding import PartitionSpec as P
 
 from grlo_jax import models, sharding
+from grlo_jax.models import chunked_attention
 from tests.models import hf_fixtures as fx
 
 
-def test_sharded_forward_equals_single_device(tmp_path):
+@pytest.mark.parametrize("attention", ["xla", "chunked"])
+def test_sharded_forward_equals_single_device(tmp_path, attention, monkeypatch):
+  monkeypatch.setattr(chunked_attention, "DEFAULT_BLOCK", 4)  # rows of 9 tokens: 3 key blocks
   assert jax.device_count() == 8
   fx.save(transformers.Qwen3ForCausalLM, fx.qwen3_config(num_key_value_heads=2), tmp_path)
   ids, mask = fx.left_padded_batch(seed=0, lengths=(9, 4, 9, 2, 7, 9, 1, 5))
-  single = models.load_pretrained(tmp_path)
+  single = models.load_pretrained(tmp_path, attention="xla")
   want = np.asarray(single(jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
 
   mesh = sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
-  model = models.load_pretrained(tmp_path, mesh=mesh)
+  model = models.load_pretrained(tmp_path, mesh=mesh, attention=attention)
   assert model.blocks.wq_dnh.value.sharding.spec == P(None, "fsdp", "tensor", None)
   assert model.blocks.wd_fd.value.sharding.spec == P(None, "tensor", "fsdp")
   assert model.embed_vd.value.sharding.spec == P("tensor", "fsdp")
