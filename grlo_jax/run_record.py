@@ -144,10 +144,11 @@ def _model_config(path: str) -> models.ModelConfig | None:
   p = epath.Path(path)
   if (p / ORBAX_CONFIG).exists():
     return models.ModelConfig.from_dict(json.loads((p / ORBAX_CONFIG).read_text()))
+  if (found := ckpt_lib.policy_folder(p)) is not None:  # a training workdir: its config.json is a record
+    return found[0]
   if (p / "config.json").exists():
     return hf.config_from_hf(json.loads((p / "config.json").read_text()), source=str(p / "config.json"))
-  found = ckpt_lib.policy_folder(p)
-  return None if found is None else found[0]
+  return None
 
 
 def saved_state_shapes(c: ml_collections.ConfigDict):
