@@ -17,6 +17,7 @@ files and the model paths, prints the resolved config and the step's memory esti
 """
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,7 +46,12 @@ class _ConfigFileOrRecord(config_flags_impl.ConfigFileFlagParser):
         return run_record.load_config(path)  # locked; --config.key=value overrides apply as usual
       except OSError as e:  # absl reports a ValueError as a flag error, without a traceback
         raise ValueError(str(e)) from e
-    return super().parse(path)
+    if not os.path.isfile(path.split(":", 1)[0]):
+      raise ValueError(f"{path.split(':', 1)[0]}: no such config file")
+    try:
+      return super().parse(path)
+    except ValueError as e:  # ml_collections puts get_config's traceback in the message: keep its last line
+      raise ValueError(str(e).strip().splitlines()[-1]) from None
 
 
 flags.FLAGS["config"].parser = _ConfigFileOrRecord(name="config", lock_config=True)

@@ -207,22 +207,33 @@ def test_config_json_records_the_resolved_config_and_round_trips(run, tmp_path):
   assert "64 prompts kept of 64" in report and "update <- peak" in report
 
 
-@pytest.mark.parametrize("key, value, says", [
-    ("model.policy_arch", "tiny", "policy/blocks/wd_fd: stored (2, 128, 64) float32, this config needs (4, 768, 256) float32"),
-    ("model.tokenizer", "tiny:400", "tokenizer: the run's ('tiny:512', 512 ids"),
+@pytest.mark.parametrize("overrides, says", [
+    ({"model.policy_arch": "tiny"}, "policy/blocks/wd_fd: stored (2, 128, 64) float32, this config needs (4, 768, 256) float32"),
+    ({"model.tokenizer": "tiny:400"}, "tokenizer: the run's ('tiny:512', 512 ids"),
+    ({"algorithm.adv_estimator": "grpo", "rollout.n": 2},  # no critic any more
+     "state/critic/blocks/attn_norm_d/value: in the checkpoint ((2, 64) float32), this config has no such tensor"),
 ])
-def test_a_resume_that_does_not_fit_stops_and_leaves_every_byte(run, tmp_path, key, value, says):
+def test_a_resume_that_does_not_fit_stops_and_leaves_every_byte(run, tmp_path, overrides, says):
   workdir = _copy(run, tmp_path)
   before = _files(workdir)
   c = run_record.load_config(workdir / "config.json")
-  c.update_from_flattened_dict({key: value})
+  c.update_from_flattened_dict(overrides)
   with pytest.raises(run_record.ResumeError) as e:
     trainer.train(c, workdir)
   msg = str(e.value)
-  old = run[1].model[key.split(".")[1]]
-  assert f"{key}: {old!r} -> {value!r}" in msg and says in msg, msg
-  assert "nothing in the workdir was changed" in msg
+  for key, value in overrides.items():
+    assert f"{key}: {run[1][key.split('.')[0]][key.split('.')[1]]!r} -> {value!r}" in msg, msg
+  assert says in msg and "nothing in the workdir was changed" in msg, msg
   assert _files(workdir) == before
+
+
+def test_a_dtype_change_on_resume_is_logged_per_tensor(run, caplog):
+  c = run_record.load_config(run[0] / "config.json")
+  c.model.param_dtype = "bfloat16"
+  with caplog.at_level("WARNING", logger="grlo_jax.run_record"):
+    resume = run_record.check_resume(config_schema.validate(c), run[0])
+  assert resume.step == 2 and resume.changes == (("model.param_dtype", "float32", "bfloat16"),)
+  assert "dtype change: policy/blocks/attn_norm_d: stored float32, restored as bfloat16" in caplog.text
 
 
 def test_a_resume_with_harmless_changes_continues_and_logs_them(run, tmp_path, caplog):
