@@ -276,3 +276,18 @@ def test_launch_train_dry_run_reports_without_a_traceback(run, tmp_path):
 def test_dry_run_refuses_a_bad_value_naming_it():
   with pytest.raises(config_schema.ConfigError, match=re.escape("rollout.n=0: must be an integer >= 1")):
     preflight.dry_run(_bad("rollout.n", 0))
+
+
+def test_dry_run_reads_model_folders_without_weights(tmp_path):
+  """An HF folder's config.json gives the shapes: the arch mismatch is noted, a vocabulary smaller
+  than the tokenizer's is refused naming the path."""
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  from tests.models import hf_fixtures  # pylint: disable=g-import-not-at-top
+  hf_fixtures.save(transformers.Qwen3ForCausalLM, hf_fixtures.qwen3_config(vocab_size=640), tmp_path / "hf")
+  report = preflight.dry_run(_bad("model.policy_path", str(tmp_path / "hf")))
+  assert f"actor: {tmp_path / 'hf'} (vocab_size=640, hidden_size=64, intermediate_size=96" in report
+  assert "note: model.policy_arch='nano' has other vocab_size, intermediate_size, head_dim" in report
+  with pytest.raises(config_schema.ConfigError, match=re.escape(
+      f"model.policy_path='{tmp_path / 'hf'}': vocab_size 640 < the tokenizer's 700 ids")):
+    preflight.dry_run(_bad("model.policy_path", str(tmp_path / "hf"), **{"model.tokenizer": "tiny:700"}))
