@@ -13,6 +13,7 @@ Presets (`--config=configs/grlo.py:NAME`):
             the package and a tokenizer built at start-up; trains on a laptop CPU in minutes.
 
 Keys follow verl's names where verl has one (docs/config.md maps GRLO's train.sh flags).
+Every key needs a rule in grlo_jax/config_schema.py (its valid values, checked at start-up).
 """
 
 import ml_collections

@@ -112,6 +112,32 @@ class Checkpointer:
     self.manager.close()
 
 
+def stored_mismatches(step_dir: epath.PathLike, like: TrainState) -> tuple[list[str], list[str]]:
+  """How a step folder's saved tensors differ from `like`'s (abstract is fine), from Orbax's
+  metadata alone (no array is read): (tensors that would not fit: another shape, missing or
+  extra; tensors stored in another dtype, which a restore casts). Each names the tensor."""
+  step_dir = epath.Path(step_dir)
+  want = {"policy": nnx.to_pure_dict(like.actor), "state": _rest(like)}
+  misfit, cast = [], []
+  with ocp.StandardCheckpointer() as ckptr:
+    for item, tree in want.items():
+      meta = ckptr.metadata(step_dir / item).item_metadata
+      stored = traverse_util.flatten_dict(_to_named(meta.tree if hasattr(meta, "tree") else meta), sep="/")
+      needed = traverse_util.flatten_dict(tree, sep="/")
+      for name in sorted(set(stored) | set(needed)):
+        a, b = stored.get(name), needed.get(name)
+        show = lambda x: f"{tuple(x.shape)} {x.dtype}"
+        if a is None:
+          misfit.append(f"{item}/{name}: not in the checkpoint, this config needs {show(b)}")
+        elif b is None:
+          misfit.append(f"{item}/{name}: in the checkpoint ({show(a)}), this config has no such tensor")
+        elif tuple(a.shape) != tuple(b.shape):
+          misfit.append(f"{item}/{name}: stored {show(a)}, this config needs {show(b)}")
+        elif str(a.dtype) != str(b.dtype):
+          cast.append(f"{item}/{name}: stored {a.dtype}, restored as {b.dtype}")
+  return misfit, cast
+
+
 def read_meta(step_dir: epath.PathLike) -> dict:
   return json.loads((epath.Path(step_dir) / "meta" / "metadata").read_text())
 

@@ -25,7 +25,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from grlo_jax import checkpoint as ckpt_lib
-from grlo_jax import data, metrics, models, sharding
+from grlo_jax import config_schema, data, metrics, models, run_record, sharding
 from grlo_jax.rewards import retokenize
 from grlo_jax.rewards.reward_model import rm_template_ids
 from grlo_jax.rewards.score import make_reward_fn, make_rule_fn
@@ -86,7 +86,9 @@ def _load_models(c: ml_collections.ConfigDict, mesh, vocab_needed: int) -> _Mode
                  ref=get("ref", m.policy_path, seed=c.seed))
 
 
-def _read_prompts(c: ml_collections.ConfigDict, tokenizer) -> tuple[data.PromptSet, int]:
+def read_prompts(c: ml_collections.ConfigDict, tokenizer) -> tuple[data.PromptSet, int]:
+  """The config's prompts, encoded and filtered; and how many malformed records were skipped.
+  Raises naming `data.train_files` when they make no full batch."""
   files = str(data.TINY_PROMPTS) if c.data.train_files == "tiny" else c.data.train_files
   bad = []
 
@@ -99,6 +101,11 @@ def _read_prompts(c: ml_collections.ConfigDict, tokenizer) -> tuple[data.PromptS
     log.warning("skipped %d malformed records (data.skip_bad_records=True)", len(bad))
   prompts = data.encode_prompts(records, tokenizer, max_prompt_length=c.data.max_prompt_length,
                                 chat_template_kwargs=c.data.chat_template_kwargs.to_dict())
+  if data.steps_per_epoch(prompts, c.data.train_batch_size) == 0:
+    raise ValueError(
+        f"data.train_files={c.data.train_files!r}: {len(prompts.prompts)} prompts kept of {prompts.num_read} read "
+        f"({prompts.num_dropped} longer than data.max_prompt_length={c.data.max_prompt_length}, {len(bad)} "
+        f"malformed skipped) make no full batch of data.train_batch_size={c.data.train_batch_size}")
   return prompts, len(bad)
 
 
@@ -197,9 +204,14 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
   """Runs (or resumes) the config's training in `workdir`; returns the final train state.
 
   `reward_fn` replaces the configured reward (see `rl.step.RewardFn`), for custom rewards.
+  The config is checked first (`config_schema.validate`), then against the run already in
+  `workdir` (`run_record.check_resume`); both raise before any weights load or file is written.
   """
+  c = config_schema.validate(c, num_devices=jax.device_count(), num_processes=jax.process_count(),
+                             check_paths=True)
   workdir = epath.Path(workdir)
   lead = jax.process_index() == 0
+  resume = run_record.check_resume(c, workdir)
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
   mesh = make_mesh(c)
@@ -210,11 +222,13 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
   tok_spec = c.model.tokenizer or c.model.policy_path
   tokenizer = data.load_tokenizer(tok_dir if (tok_dir / "tokenizer_config.json").exists() else tok_spec,
                                   cache_dir=workdir / "tokenizer_cache")
-  if lead and not (tok_dir / "tokenizer_config.json").exists():
-    tokenizer.save_pretrained(str(tok_dir))
   ids = data.special_ids(tokenizer)
 
-  prompts, num_bad = _read_prompts(c, tokenizer)
+  prompts, num_bad = read_prompts(c, tokenizer)
+  if lead:
+    run_record.write(workdir, c, resume)
+    if not (tok_dir / "tokenizer_config.json").exists():
+      tokenizer.save_pretrained(str(tok_dir))
   rl = dataclasses.replace(build.rl_config(c, stop_token_ids=ids.eos_ids, pad_token_id=ids.pad_id),
                            num_logged_samples=c.log.num_samples)
   per_epoch = data.steps_per_epoch(prompts, c.data.train_batch_size)

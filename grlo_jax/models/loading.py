@@ -76,11 +76,12 @@ def load_pretrained(path: epath.PathLike, dtype: Any = "float32", mesh: Mesh | N
   if (path / ORBAX_CONFIG).exists():
     cfg = ModelConfig.from_dict(json.loads((path / ORBAX_CONFIG).read_text()))
     return _load_orbax(cfg, path / ORBAX_PARAMS, mesh, overrides)
+  from grlo_jax import checkpoint  # lazy: checkpoint imports the train state
+  # A training workdir or step folder (before config.json: a workdir's is the run's record).
+  if (found := checkpoint.policy_folder(path)) is not None:
+    return _load_orbax(*found, mesh, overrides)
   if (path / "config.json").exists():
     return _load_hf(path, mesh, overrides)
-  from grlo_jax import checkpoint  # lazy: checkpoint imports the train state
-  if (found := checkpoint.policy_folder(path)) is not None:  # a training workdir or step folder
-    return _load_orbax(*found, mesh, overrides)
   raise FileNotFoundError(f"{path}: neither an HF model folder (config.json), an Orbax model "
                           f"folder ({ORBAX_CONFIG}), nor a training checkpoint (checkpoints/<step>/)")
 

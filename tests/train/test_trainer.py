@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from configs import grlo, rlvr
-from grlo_jax import checkpoint, data, models, sharding, trainer
+from grlo_jax import checkpoint, config_schema, data, models, sharding, trainer
 from grlo_jax.rl import build
 from grlo_jax.rl import flops as rl_flops
 
@@ -145,7 +145,7 @@ def test_skip_bad_records_skips_and_counts(tmp_path):
 
 def test_missing_weights_name_the_path(tmp_path):
   c = nano(total_steps=1, **{"model.policy_path": str(tmp_path / "nope")})
-  with pytest.raises(FileNotFoundError, match="nope"):
+  with pytest.raises(config_schema.ConfigError, match=f"model.policy_path='{tmp_path / 'nope'}'"):
     trainer.train(c, tmp_path / "run")
 
 
