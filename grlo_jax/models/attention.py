@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from grlo_jax.models.config import ATTENTION_IMPLEMENTATIONS as IMPLEMENTATIONS
 
-AUTO_DENSE_MAX = 512  # CPU: dense is as fast or faster up to this row length (docs/benchmarks.md)
+AUTO_DENSE_MAX = 128  # CPU: dense is as fast up to this row length; chunked is faster above (docs/benchmarks.md)
 _NEG_INF = -1e30  # finite, so a fully masked row stays NaN-free
 
 

@@ -73,9 +73,10 @@ def arch_configs(c: ml_collections.ConfigDict) -> dict[str, models.ModelConfig |
   Keys: actor, critic (None without GAE), rm (None without a reward model), ref (None without KL).
   `rl_config` checks the batch split first, so an impossible one fails here naming its key.
   """
+  attention = c.model.get("attention", "auto")  # absent from configs saved before the key
   dtypes = dict(param_dtype=c.model.param_dtype, dtype=c.model.compute_dtype, remat=c.model.remat,
-                attention=c.model.attention)
-  frozen = dict(param_dtype=c.model.rm_dtype, dtype=c.model.compute_dtype, attention=c.model.attention)
+                attention=attention)
+  frozen = dict(param_dtype=c.model.rm_dtype, dtype=c.model.compute_dtype, attention=attention)
   rl = rl_config(c)
   actor = models.preset(c.model.policy_arch, **dtypes)
   return {
