@@ -407,6 +407,8 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
         "response_length/clip_ratio": (roll.lengths >= r).astype(jnp.float32).mean(),
         "prompt_length/mean": prompt_mask_bp.sum(-1).astype(jnp.float32).mean(),
         "tokens/response": maskf_br.sum(), "tokens/total": seq_mask_bt.sum().astype(jnp.float32),
+        # Each response's real lengths, for the FLOPs of the real tokens (`rl.flops.useful_step_flops`).
+        "lengths/prompt_b": prompt_mask_bp.sum(-1, dtype=jnp.int32), "lengths/response_b": roll.lengths,
     }
     if cfg.uses_critic:
       metrics["critic/values/mean"] = adv_lib.masked_mean(values_br, maskf_br)
