@@ -153,6 +153,7 @@ def _step_flops_fn(c: ml_collections.ConfigDict, rl: RLConfig, mdl) -> Callable[
       row_len = rl.ppo_max_token_len_per_device
       computed = rl_flops.packed_step_flops(
           rl, mdl.actor.cfg, c.data.train_batch_size, p, float(m["perf/packed_rows"]), row_len,
+          head_positions=float(m["perf/packed_head_positions"]),
           rm_rows=float(m.get("perf/packed_rm_rows", 0.0)), rm_row_len=row_len + rm_len - (p + r),
           decode_tokens=decode, **kw)["total"]
     else:

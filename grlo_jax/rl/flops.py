@@ -10,7 +10,7 @@ backward, critic forward + backward) over every response. Remat's recomputation 
 from __future__ import annotations
 
 from grlo_jax.models.config import ModelConfig
-from grlo_jax.models.flops import forward_flops, generate_flops
+from grlo_jax.models.flops import forward_flops, generate_flops, head_weights
 from grlo_jax.rl.step import RLConfig
 
 
@@ -70,15 +70,18 @@ def useful_step_flops(cfg: RLConfig, actor: ModelConfig, prompt_len_b, response_
 
 
 def packed_step_flops(cfg: RLConfig, actor: ModelConfig, prompts: int, prompt_len: int, rows: float,
-                      row_len: int, *, critic: ModelConfig | None = None, rm: ModelConfig | None = None,
-                      rm_rows: float = 0, rm_row_len: int = 0, decode_tokens: int | None = None,
-                      causal: bool = True) -> dict[str, int]:
+                      row_len: int, *, head_positions: float | None = None, critic: ModelConfig | None = None,
+                      rm: ModelConfig | None = None, rm_rows: float = 0, rm_row_len: int = 0,
+                      decode_tokens: int | None = None, causal: bool = True) -> dict[str, int]:
   """`step_flops` of a packed step (`actor.use_dynamic_bsz`): the passes compute `rows` rows of
-  `row_len` tokens each (the step's `perf/packed_rows`; the head at every position), the reward
-  model `rm_rows` rows of `rm_row_len`; the rollout as `step_flops`. A row is counted as one
-  causal sequence of its length (what a kernel that skips blocks above the diagonal computes)."""
+  `row_len` tokens each (the step's `perf/packed_rows`), the policy's LM head at `head_positions`
+  (`perf/packed_head_positions`; default every position), the reward model `rm_rows` rows of
+  `rm_row_len`; the rollout as `step_flops`. A row is counted as one causal sequence of its
+  length (what a kernel that skips blocks above the diagonal computes)."""
   out = step_flops(cfg, actor, prompts, prompt_len, critic=critic, decode_tokens=decode_tokens, causal=causal)
-  policy_fwd = int(rows * forward_flops(actor, 1, row_len, causal=causal))
+  head_positions = rows * row_len if head_positions is None else head_positions
+  policy_fwd = int(rows * forward_flops(actor, 1, row_len, 0, causal=causal)
+                   + 2 * head_positions * head_weights(actor))
   critic_fwd = int(rows * forward_flops(critic, 1, row_len, causal=causal)) if cfg.uses_critic and critic else 0
   out |= {
       "old_log_prob": 0 if cfg.reuses_update_log_probs(prompts * cfg.n) else policy_fwd,

@@ -70,21 +70,22 @@ def flat_index(layout: Layout, offset_nk: jax.Array) -> jax.Array:
   return layout.row_n[:, None] * layout.row_len + layout.start_n[:, None] + offset_nk
 
 
+def scatter_tokens(values_nt: jax.Array, mask_nt: jax.Array, layout: Layout) -> jax.Array:
+  """[num_rows, L] int32: each masked token's value at its packed slot, 0 elsewhere."""
+  size = layout.num_rows * layout.row_len
+  mask_nt = mask_nt.astype(bool)
+  dest_nt = jnp.where(mask_nt, flat_index(layout, compact_index(mask_nt)), size)  # size: dropped
+  flat = jnp.zeros((size,), jnp.int32).at[dest_nt.reshape(-1)].set(
+      values_nt.reshape(-1).astype(jnp.int32), mode="drop")
+  return flat.reshape(layout.num_rows, layout.row_len)
+
+
 def pack(ids_nt: jax.Array, mask_nt: jax.Array, layout: Layout) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(ids_rl, segment_ids_rl, positions_rl) [num_rows, L] int32 of the masked tokens."""
   n, _ = ids_nt.shape
-  size = layout.num_rows * layout.row_len
-  mask_nt = mask_nt.astype(bool)
-  pos_nt = compact_index(mask_nt)
-  dest_nt = jnp.where(mask_nt, flat_index(layout, pos_nt), size)  # size: dropped
-  dest = dest_nt.reshape(-1)
-
-  def scatter(values_nt):
-    return jnp.zeros((size,), jnp.int32).at[dest].set(values_nt.reshape(-1).astype(jnp.int32),
-                                                      mode="drop").reshape(layout.num_rows, layout.row_len)
-
   seg_nt = jnp.broadcast_to(jnp.arange(1, n + 1, dtype=jnp.int32)[:, None], ids_nt.shape)
-  return scatter(ids_nt), scatter(seg_nt), scatter(pos_nt)
+  return (scatter_tokens(ids_nt, mask_nt, layout), scatter_tokens(seg_nt, mask_nt, layout),
+          scatter_tokens(compact_index(mask_nt), mask_nt, layout))
 
 
 def gather(x_rl: jax.Array, layout: Layout, offset_nk: jax.Array) -> jax.Array:

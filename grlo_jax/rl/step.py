@@ -25,7 +25,6 @@ from grlo_jax import sharding
 from grlo_jax.rl import advantages as adv_lib
 from grlo_jax.rl import losses
 from grlo_jax.rl import packed
-from grlo_jax.rl import packing
 from grlo_jax.rewards.shaping import token_level_rewards
 from grlo_jax.rl.state import TrainState
 from grlo_jax.sampling import SampleOutput, SamplingParams, generate_with_params
@@ -206,16 +205,16 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
         raise ValueError(f"actor.ppo_max_token_len_per_device={row_len} is shorter than the longest "
                          f"sequence: the batch's prompt length {p} + rollout.response_length {r}")
       shards = packed.data_shards(b // n_mini)
-      rows = packed.pack_rows(seq_bt, seq_mask_bt, n_mini, shards, row_len)
+      rows = packed.pack_rows(seq_bt, seq_mask_bt, n_mini, shards, row_len,
+                              packed.response_head_mask(prompt_mask_bp, mask_br))
       resp_off_gdsr = packed.response_offsets(prompt_mask_bp, r, n_mini, shards)
       metrics["perf/packed_rows"] = packed.executed_rows(rows)
+      metrics["perf/packed_head_positions"] = packed.executed_head_positions(rows)
 
     # Old (and reference) log-probs, values: one forward each, micro-batch by micro-batch.
     def logp_of(graphdef, params):
       if pack:
-        def row(ids, seg, pos):
-          logits = packed.policy_logits(graphdef, params, ids, seg, pos, temp)
-          return losses.logprobs_from_logits(logits, packing.next_ids(ids))
+        row = lambda ids, seg, pos, head: packed.policy_outputs(graphdef, params, ids, seg, pos, head, temp)[0]
         return jax.lax.stop_gradient(packed.gather_sequences(packed.map_rows(row, rows), rows, resp_off_gdsr))
 
       def one(seq, m, resp):
@@ -227,7 +226,7 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     values_br = None
     if cfg.uses_critic and pack:
       values_br = jax.lax.stop_gradient(packed.gather_sequences(packed.map_rows(
-          lambda ids, seg, pos: packed.values(defs.critic, state.critic, ids, seg, pos), rows), rows,
+          lambda ids, seg, pos, _: packed.values(defs.critic, state.critic, ids, seg, pos), rows), rows,
           resp_off_gdsr))
     elif cfg.uses_critic:
       values_br = jax.lax.stop_gradient(_map_micro(
@@ -292,11 +291,11 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
         logits = _response_logits(defs.actor, params, mb["seq"], mb["seq_mask"], p, temp)
         return (losses.logprobs_from_logits(logits, mb["resp"]), losses.entropy_from_logits(logits),
                 mb["mask"])
-      ids = mb["rows"].ids
-      logits = packed.policy_logits(defs.actor, params, ids, mb["rows"].seg, mb["rows"].pos, temp)
-      logp, in_row = packed.row_of(losses.logprobs_from_logits(logits, packing.next_ids(ids)),
-                                   mb["rows"].layout, mb["r"], mb["off"])
-      entropy, _ = packed.row_of(losses.entropy_from_logits(logits), mb["rows"].layout, mb["r"], mb["off"])
+      rws = mb["rows"]
+      logp_dl, ent_dl = packed.policy_outputs(defs.actor, params, rws.ids, rws.seg, rws.pos, rws.head, temp,
+                                              entropy=True)
+      logp, in_row = packed.row_of(logp_dl, rws.layout, mb["r"], mb["off"])
+      entropy, _ = packed.row_of(ent_dl, rws.layout, mb["r"], mb["off"])
       return logp, entropy, mb["mask"] * in_row  # the mini-batch's sequences that lie in row r
 
     def actor_loss(params, mb, info):
@@ -340,7 +339,8 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
       """Micro-batch r of a packed mini-batch: each device's row r, the mini-batch's sequences."""
       rws = mini["rows"]
       row = lambda x: x[:, r]
-      return mini | {"rows": rws.replace(ids=row(rws.ids), seg=row(rws.seg), pos=row(rws.pos)), "r": r}
+      return mini | {"rows": rws.replace(ids=row(rws.ids), seg=row(rws.seg), pos=row(rws.pos), head=row(rws.head)),
+                     "r": r}
 
     def accumulate(loss_fn, params, mini, info):
       def micro(acc, mb):

@@ -106,7 +106,7 @@ def _assert_same(a, ma, b, mb, critic):
   keys = [k for k in ma if not k.startswith("rollout/") and not k.startswith("perf/")]
   assert set(keys) <= set(mb)
   for k in keys:
-    np.testing.assert_allclose(float(ma[k]), float(mb[k]), rtol=1e-4, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(np.asarray(ma[k]), np.asarray(mb[k]), rtol=1e-4, atol=1e-6, err_msg=k)
 
 
 @pytest.mark.parametrize("adv", ["gae", "grpo"])

@@ -91,6 +91,7 @@ def test_rlvr_tiny_trains_with_the_verifier_on_eight_devices(tmp_path):
                                  decode_tokens=int(m["response_length/max"]))["total"]
     computed = rl_flops.packed_step_flops(rl, models.preset("nano"), 8, p, m["perf/packed_rows"],
                                           c.actor.ppo_max_token_len_per_device,
+                                          head_positions=m["perf/packed_head_positions"],
                                           decode_tokens=int(m["response_length/max"]))["total"]
     assert m["perf/computed_tflop_per_step"] == pytest.approx(computed / 1e12)
     # 2 responses a device a mini-batch: one 320-token row each computes more than the padded 72s.
