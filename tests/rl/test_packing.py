@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from grlo_jax import sharding
 from grlo_jax.rl import packed, packing
 from grlo_jax.sampling import SamplingParams
 from tests.rl import test_step as T
@@ -84,16 +83,26 @@ def test_split_shards_is_local_and_matches_the_padded_minis():
 GREEDY_STOPS = (13, 33, 14)
 
 
-def _run(adv, n, prompts, mini, micro, pack, sampling, mesh=None, **kw):
+def _setup(adv, n, prompts, mini, micro, pack, sampling, **kw):
   cfg, defs, txs, st, batch = T.setup(adv=adv, n=n, prompts=prompts, mini=mini, micro=micro, sgd=True,
-                                      lr=0.5, mesh=mesh, **kw)
+                                      lr=0.5, **kw)
   cfg = dataclasses.replace(cfg, sampling=sampling, use_dynamic_bsz=pack,
                             ppo_max_token_len_per_device=T.PROMPT + T.RESPONSE + 3)
-  if mesh is not None:
-    batch = {k: jax.device_put(v, sharding.batch_sharding(mesh, v.shape)) for k, v in batch.items()}
-    with jax.set_mesh(mesh):
-      return T.build(cfg, defs, txs, st, batch, mesh)(st, batch, jax.random.key(3))
-  return T.build(cfg, defs, txs, st, batch)(st, batch, jax.random.key(3))
+  return cfg, defs, txs, st, batch
+
+
+def _run(*args, **kw):
+  cfg, defs, txs, st, batch = _setup(*args, **kw)
+  step = T.build(cfg, defs, txs, st, batch)
+  return (*step(st, batch, jax.random.key(3)), step)
+
+
+def _stopping(st, stops, sign):
+  """The policy with every embedding's first coordinate large (it then dominates the final hidden
+  state) and the stop ids' head rows weighing it by +-5: it stops at once (+) or never (-)."""
+  st.actor["embed_vd"].value = st.actor["embed_vd"].value.at[:, 0].set(100.0)
+  st.actor["lm_head_dv"].value = st.actor["lm_head_dv"].value.at[0, jnp.asarray(stops)].set(5.0 * sign)
+  return st
 
 
 def _assert_same(a, ma, b, mb, critic):
@@ -122,9 +131,20 @@ def test_packed_step_equals_padded_step(adv):
     kw = dict(n=4, prompts=4, mini=2, micro=2)
     sampling = SamplingParams(max_new_tokens=T.RESPONSE, temperature=1.0, stop_token_ids=(5, 9, 13, 21, 33, 40))
   rl = dict(use_kl_loss=True, kl_loss_coef=0.1, entropy_coeff=0.01)
-  a, ma = _run(adv, pack=False, sampling=sampling, **kw, **rl)
+  a, ma, _ = _run(adv, pack=False, sampling=sampling, **kw, **rl)
   assert float(ma["response_length/min"]) == 1 and float(ma["response_length/max"]) == T.RESPONSE
   assert 0 < float(ma["response_length/clip_ratio"]) < 1
-  b, mb = _run(adv, pack=True, sampling=sampling, **kw, **rl)
+  b, mb, step = _run(adv, pack=True, sampling=sampling, **kw, **rl)
   assert float(mb["perf/packed_rows"]) < kw["prompts"] * kw["n"]  # several sequences share rows
   _assert_same(a, ma, b, mb, critic=adv == "gae")
+
+  # The same compiled step on all-short and on all-long responses: fewer rows, no recompile.
+  rows = {}
+  for name, sign in (("short", 1.0), ("long", -1.0)):
+    st = _stopping(_setup(adv, pack=True, sampling=sampling, **kw, **rl)[3], sampling.stop_token_ids, sign)
+    batch = _setup(adv, pack=True, sampling=sampling, **kw, **rl)[4]
+    _, m = step(st, batch, jax.random.key(3))
+    assert float(m["response_length/mean"]) == (1 if name == "short" else T.RESPONSE)
+    rows[name] = float(m["perf/packed_rows"])
+  assert rows["short"] < rows["long"]
+  assert step._cache_size() == 1
