@@ -45,6 +45,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.data.train_files = "/path/to/grlo_train_prompts.jsonl"  # comma-separated; .jsonl / .parquet
   c.data.train_batch_size = 1024  # prompts per RL step
   c.data.max_prompt_length = 1024  # longer prompts are filtered out (counted and logged)
+  # A batch is left-padded to the smallest of these widths that holds its longest prompt, else to
+  # max_prompt_length; each width met compiles the step once (the GRLO prompts, <= 239 tokens: one).
+  c.data.prompt_length_buckets = (256, 512)
   c.data.num_epochs = 15
   c.data.skip_bad_records = False  # True: skip and count malformed records instead of failing
   c.data.chat_template_kwargs = ml_collections.ConfigDict()

@@ -42,6 +42,10 @@ def rl_config(c: ml_collections.ConfigDict, stop_token_ids: tuple[int, ...] = ()
       recompute_old_log_prob=c.actor.recompute_old_log_prob, use_dynamic_bsz=c.actor.use_dynamic_bsz,
       ppo_max_token_len_per_device=c.actor.ppo_max_token_len_per_device)
   cfg.check(c.data.train_batch_size)
+  longest = c.data.max_prompt_length + c.rollout.response_length
+  if cfg.use_dynamic_bsz and cfg.ppo_max_token_len_per_device < longest:
+    raise ValueError(f"actor.ppo_max_token_len_per_device={cfg.ppo_max_token_len_per_device} cannot hold a "
+                     f"sequence of data.max_prompt_length + rollout.response_length = {longest} tokens")
   return cfg
 
 
