@@ -173,6 +173,9 @@ def policy_outputs(graphdef: nnx.GraphDef, params, ids_dl, seg_dl, pos_dl, head_
     ent_dc = losses.entropy_from_logits(logits_dcv) if entropy else jnp.zeros_like(logp_dc)
     return logp_dc, ent_dc
 
+  # Under a gradient, remat each chunk: its backward recomputes the chunk's logits rather than
+  # keeping every chunk's [d, c, V] (the whole row's logits again).
+  chunk = jax.checkpoint(chunk, prevent_cse=False)
   zeros = lambda: (jnp.zeros((d, c), jnp.float32),) * 2
   logp_kdc, ent_kdc = jax.lax.map(lambda i: jax.lax.cond(i * c < count, lambda: chunk(i), zeros),
                                   jnp.arange(nc))
