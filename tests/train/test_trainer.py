@@ -168,10 +168,12 @@ def test_impossible_configs_name_the_key(key, value, message):
     build.rl_config(nano(**{key: value}))
 
 
-@pytest.mark.parametrize("preset", ["", "llama_rm"])
-def test_paper_scale_step_lowers_without_weights(preset):
-  """The full-size step (Qwen3-4B policy and critic, 8B RM, 1024 x 3072) lowers on abstract inputs."""
+@pytest.mark.parametrize("preset,packed", [("", False), ("llama_rm", False), ("", True)])
+def test_paper_scale_step_lowers_without_weights(preset, packed):
+  """The full-size step (Qwen3-4B policy and critic, 8B RM, 1024 x 3072) lowers on abstract inputs,
+  padded and packed (rows of 16384 tokens)."""
   c = grlo.get_config(preset)
+  c.actor.use_dynamic_bsz = packed
   mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
   text = build.lower_step(c, mesh).as_text()
   assert "1024x3072" in text or "3072" in text
