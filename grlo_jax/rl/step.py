@@ -7,6 +7,8 @@ Inside one jit: repeat each prompt `n` times, sample responses with the policy's
 old / reference log-probs and critic values on [B, P + R], score with `reward_fn`, place the score
 at the last response token (minus beta x KL when in-reward), compute advantages, then run
 `ppo_epochs` x mini-batches of updates, each accumulating micro-batch gradients with `lax.scan`.
+With `use_dynamic_bsz` every scoring and update pass runs on packed rows of real tokens instead
+(`rl.packed`); the losses and advantages are the same [B, R] functions.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ class Optimizers:
 
 
 # reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, rollout) -> score_b float32, where
-# batch_rep is the prompt batch repeated n times (see rewards.score.make_reward_fn).
+# batch_rep is the prompt batch repeated n times (see rewards.score.make_reward_fn). One that takes a
+# keyword `rm_forward` gets the packed reward-model forward when the step packs.
 RewardFn = Callable[[TrainState, dict, jax.Array, jax.Array, SampleOutput], jax.Array]
 
 
