@@ -77,7 +77,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   # runs on rows of ppo_max_token_len_per_device real tokens (several sequences a row, at least
   # max_prompt_length + response_length), one row per device a micro-batch, empty rows skipped;
   # micro_batch_size is then unused. docs/config.md maps verl's flags.
-  c.actor.use_dynamic_bsz = False
+  c.actor.use_dynamic_bsz = True
   c.actor.ppo_max_token_len_per_device = 16384  # verl's ppo_max_token_len_per_gpu default
   c.actor.ppo_epochs = 1
   # One update a step (1 epoch, 1 mini-batch): the old log-probs are the update's own unless True.
@@ -168,7 +168,9 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.critic.optim.lr = 1e-3
   c.actor.ppo_mini_batch_size = 8
   c.actor.micro_batch_size = 8
-  c.actor.ppo_max_token_len_per_device = 320  # 4 x (64 + 16)
+  # Padded: 16 prompts of at most 80 tokens are fewer than one packed row a device holds.
+  c.actor.use_dynamic_bsz = False
+  c.actor.ppo_max_token_len_per_device = 320  # 4 x (64 + 16), when packing
   c.total_steps = 200
   c.checkpoint.every_steps = 50
   c.log.every_steps = 10
