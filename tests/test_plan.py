@@ -95,7 +95,7 @@ def test_suggested_micro_batch_divides_the_mini_batch_and_fits():
 def test_cli_prints_a_table_and_json_for_the_paper_recipe_on_a_v5p_32():
   out = subprocess.run(
       [sys.executable, "launch/plan.py", "--config=configs/grlo.py", "--mesh=fsdp=16", "--hbm_gib=95",
-       "--config.actor.micro_batch_size=16"],
+       "--config.actor.micro_batch_size=16", "--config.actor.use_dynamic_bsz=False"],
       cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   *table, last = out.stdout.strip().splitlines()
@@ -104,3 +104,14 @@ def test_cli_prints_a_table_and_json_for_the_paper_recipe_on_a_v5p_32():
   assert got["total"] == got["phases"][got["peak_phase"]] and isinstance(got["fits"], bool)
   assert got["params"]["actor"] == pytest.approx(4.02e9 * 4 / 16, rel=0.02)  # Qwen3-4B, float32, 16 ways
   assert "suggested_micro_batch_size" in got and any("KV cache" in line for line in table)
+
+
+def test_packed_estimate_follows_the_token_budget():
+  c = grlo.get_config()  # packs by default
+  mesh = {"fsdp": 16}
+  padded = plan.estimate(c, mesh)
+  small, large = (plan.estimate_packed(c, mesh, token_budget=b) for b in (8192, 32768))
+  assert small.phases["rollout"] == padded.phases["rollout"]  # the rollout does not pack
+  for phase in ("forward", "reward", "update"):
+    assert small.phases[phase] < large.phases[phase]
+  assert plan.estimate_packed(c, mesh).phases["update"] < padded.phases["update"]
