@@ -168,7 +168,7 @@ def test_impossible_configs_name_the_key(key, value, message):
     build.rl_config(nano(**{key: value}))
 
 
-@pytest.mark.parametrize("preset,packed", [("", False), ("llama_rm", False), ("", True)])
+@pytest.mark.parametrize("preset,packed", [("", False), ("llama_rm", True), ("", True)])
 def test_paper_scale_step_lowers_without_weights(preset, packed):
   """The full-size step (Qwen3-4B policy and critic, 8B RM, 1024 x 3072) lowers on abstract inputs,
   padded and packed (rows of 16384 tokens)."""
