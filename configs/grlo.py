@@ -46,6 +46,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.data.train_files = "/path/to/grlo_train_prompts.jsonl"  # comma-separated; .jsonl / .parquet
   c.data.train_batch_size = 1024  # prompts per RL step
   c.data.max_prompt_length = 1024  # longer prompts are filtered out (counted and logged)
+  # A batch is left-padded to the smallest of these widths that holds its longest prompt, else to
+  # max_prompt_length; each width met compiles the step once (the GRLO prompts, <= 239 tokens: one).
+  c.data.prompt_length_buckets = (256, 512)
   c.data.num_epochs = 15
   c.data.skip_bad_records = False  # True: skip and count malformed records instead of failing
   c.data.chat_template_kwargs = ml_collections.ConfigDict()
@@ -71,6 +74,12 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.actor.optim = _optim(lr=1e-6)
   c.actor.ppo_mini_batch_size = 256  # prompts per mini-batch
   c.actor.micro_batch_size = 8  # responses per gradient-accumulation step (memory knob)
+  # Sequence packing (verl: use_dynamic_bsz + use_remove_padding): every scoring and update pass
+  # runs on rows of ppo_max_token_len_per_device real tokens (several sequences a row, at least
+  # max_prompt_length + response_length), one row per device a micro-batch, empty rows skipped;
+  # micro_batch_size is then unused. docs/config.md maps verl's flags.
+  c.actor.use_dynamic_bsz = True
+  c.actor.ppo_max_token_len_per_device = 16384  # verl's ppo_max_token_len_per_gpu default
   c.actor.ppo_epochs = 1
   # One update a step (1 epoch, 1 mini-batch): the old log-probs are the update's own unless True.
   c.actor.recompute_old_log_prob = False
@@ -160,6 +169,9 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.critic.optim.lr = 1e-3
   c.actor.ppo_mini_batch_size = 8
   c.actor.micro_batch_size = 8
+  # Padded: 16 prompts of at most 80 tokens are fewer than one packed row a device holds.
+  c.actor.use_dynamic_bsz = False
+  c.actor.ppo_max_token_len_per_device = 320  # 4 x (64 + 16), when packing
   c.total_steps = 200
   c.checkpoint.every_steps = 50
   c.log.every_steps = 10

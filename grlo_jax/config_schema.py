@@ -170,6 +170,17 @@ class Betas(Rule):
 
 
 @dataclasses.dataclass(frozen=True)
+class Buckets(Rule):
+  """Prompt widths, each an integer >= 1 (the batch is padded to the smallest that holds it)."""
+
+  def check(self, value, check_paths):
+    if (not isinstance(value, (tuple, list))
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in value)):
+      raise _Bad("must be a tuple of prompt widths, each an integer >= 1 (() = always max_prompt_length)")
+    return tuple(sorted(value))
+
+
+@dataclasses.dataclass(frozen=True)
 class Kwargs(Rule):
   """An open mapping of keyword arguments (any keys; values JSON-like)."""
 
@@ -280,6 +291,7 @@ RULES: dict[str, Rule] = {
     "data.train_files": Path(kind="prompts"),
     "data.train_batch_size": Int(lo=1),
     "data.max_prompt_length": Int(lo=1),
+    "data.prompt_length_buckets": Optional(rule=Buckets()),
     "data.num_epochs": Int(lo=1),
     "data.skip_bad_records": Bool(),
     "data.chat_template_kwargs": Kwargs(),

@@ -446,3 +446,79 @@ def format_table(p: Plan, hbm_bytes: float | None = None, margin: float = 0.9) -
     lines += ["", (f"peak {p.total / GiB:.2f} GiB of {hbm_bytes / GiB:.1f} GiB a device "
                    f"({margin:.0%} usable): {verdict}")]
   return "\n".join(lines)
+
+
+# --- Packed passes (`actor.use_dynamic_bsz`): the token budget a device, instead of rows. ---
+
+# Keys a query block holds scores for at once in the packed passes: splash's and the chunked
+# path's key block (`chunked_attention.DEFAULT_BLOCK`); packed rows need one of them, since the
+# dense path's [N, L, L] scores grow with the square of the budget.
+
+
+def estimate_packed(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], *,
+                    token_budget: int | None = None, remat: bool | None = None,
+                    unroll_decode: bool = False, backend: str | None = None) -> Plan:
+  """`estimate` for the packed step: every scoring and update pass runs one row of `token_budget`
+  (default `actor.ppo_max_token_len_per_device`) tokens a device at a time, so its activations
+  follow the budget, not the micro-batch's rows x (P + R). The policy's head runs HEAD_CHUNK
+  positions at a time (`rl.packed.policy_outputs`, rematerialised per chunk under the gradient).
+  The rollout and the optimizer phases are `estimate`'s; `micro_batch_size` / `rows_per_device`
+  of the result read 1 row a device."""
+  from grlo_jax.rl import packed  # lazy: plan's import stays light
+
+  backend = backend or jax.default_backend()
+  base = estimate(config, mesh, remat=remat, unroll_decode=unroll_decode, backend=backend)
+  ms = base.mesh
+  c = ml_collections.ConfigDict(config.to_dict())
+  if remat is not None:
+    c.model.remat = remat
+  rl = build.rl_config(c)
+  budget = token_budget or c.actor.ppo_max_token_len_per_device
+  archs = build.arch_configs(c)
+  weights = {role: _weights(cfg, tuple(ms.items())) for role, cfg in archs.items() if cfg is not None}
+  dims = {role: _Dims.of(archs[role], ms, backend) for role in weights}
+  trainable = [r for r in ("actor", "critic") if r in weights]
+  p, r = c.data.max_prompt_length, rl.sampling.max_new_tokens
+  t_rm = budget + ((c.reward.rm_max_length - p - r) if c.reward.retokenize else RM_EXTRA_TOKENS)
+  chunk = min(packed.HEAD_CHUNK, budget)
+  devices = per_device((c.data.train_batch_size * rl.n,), ("batch",), ms)  # responses a device
+  packed_rows = devices * budget * 4 * 4  # ids, segment ids, positions, head flags [.., L] int32
+
+  def forward(role: str) -> int:
+    dm = dims[role]
+    head = LOGITS_FWD * chunk * dm.v * 4 if dm.cfg.head == "lm" else budget * 4
+    layer = dm.forward_layer(1, budget, budget) + 2 * dm.stream(1, budget)
+    return max(layer, head + dm.stream(1, budget)) + weights[role].in_use(dm.stream(1, budget))
+
+  fwd_roles = ["actor"] + (["critic"] if rl.uses_critic else []) + (["ref"] if rl.uses_ref else [])
+  act_forward = max(forward(role) for role in fwd_roles)
+  act_reward = 0
+  if "rm" in weights:
+    rm = dims["rm"]
+    act_reward = (rm.forward_layer(1, t_rm, t_rm) + 2 * rm.stream(1, t_rm) + 2 * t_rm * 4
+                  + weights["rm"].in_use(rm.stream(1, t_rm)))
+
+  def backward(role: str, with_remat: bool) -> int:
+    dm = dims[role]
+    kept, layer = dm.layers_backward(1, budget, with_remat)
+    head = LOGITS_BWD * chunk * dm.v * 4 + budget * dm.d * dm.c if dm.cfg.head == "lm" else 0
+    return int(kept + max(layer, head))
+
+  act_backward_remat = sum(backward(role, True) for role in trainable)
+  act_backward_no_remat = sum(backward(role, False) for role in trainable)
+  act_backward = act_backward_remat if c.model.remat else act_backward_no_remat
+  gathered = sum(weights[role].in_use(dims[role].stream(1, budget)) for role in trainable)
+  gradients = sum(2 * weights[role].stored for role in trainable)
+  buffers = base.rollout_buffers + packed_rows
+  slack = lambda x: int(HEAP_SLACK * x)
+  args = base.arguments
+  phases = dict(base.phases)
+  phases |= {"forward": args + slack(buffers + act_forward),
+             "update": args + slack(buffers + act_backward + gradients + gathered)}
+  if act_reward:
+    phases["reward"] = args + slack(buffers + act_reward)
+  return dataclasses.replace(base, micro_batch_size=1, rows_per_device=1, rollout_buffers=buffers,
+                             act_forward=act_forward, act_reward=act_reward,
+                             act_backward_remat=act_backward_remat, act_backward_no_remat=act_backward_no_remat,
+                             logits=LOGITS_BWD * chunk * dims["actor"].v * 4, gradients=gradients,
+                             gathered=gathered, phases=phases)

@@ -142,21 +142,40 @@ def _reward_fn(c: ml_collections.ConfigDict, defs: GraphDefs, prompts: data.Prom
                         route=c.reward.route)
 
 
-def _step_flops_fn(c: ml_collections.ConfigDict, rl: RLConfig, mdl) -> Callable[[int], float]:
-  """decode_tokens -> the step's matrix-product FLOPs (`rl.flops`). The in-graph RM input is
-  counted as prompt + response: the chat template's few closing tokens are left out."""
-  p, r = c.data.max_prompt_length, rl.sampling.max_new_tokens
-  rm_len = c.reward.rm_max_length if c.reward.retokenize else p + r
+def _step_flops_fn(c: ml_collections.ConfigDict, rl: RLConfig, mdl) -> Callable[[dict, int], tuple[float, float]]:
+  """(a step's metrics, its prompt width) -> (FLOPs of its real tokens, FLOPs it computed),
+  matrix products (`rl.flops`). The in-graph RM input is counted as prompt + response: the chat
+  template's few closing tokens are left out."""
+  r = rl.sampling.max_new_tokens
   critic = None if mdl.critic is None else mdl.critic.cfg
   rm = None if mdl.rm is None else mdl.rm.cfg
-  return lambda decode_tokens: float(rl_flops.step_flops(
-      rl, mdl.actor.cfg, c.data.train_batch_size, p, critic=critic, rm=rm, rm_len=rm_len,
-      decode_tokens=decode_tokens)["total"])
+  kw = dict(critic=critic, rm=rm)
+
+  def flops(m: dict, p: int) -> tuple[float, float]:
+    rm_len = c.reward.rm_max_length if c.reward.retokenize else p + r
+    useful = rl_flops.useful_step_flops(rl, mdl.actor.cfg, m["lengths/prompt_b"], m["lengths/response_b"],
+                                        **kw)["total"]
+    decode = int(m["response_length/max"])
+    if rl.use_dynamic_bsz:
+      row_len = rl.ppo_max_token_len_per_device
+      computed = rl_flops.packed_step_flops(
+          rl, mdl.actor.cfg, c.data.train_batch_size, p, float(m["perf/packed_rows"]), row_len,
+          head_positions=float(m["perf/packed_head_positions"]),
+          rm_rows=float(m.get("perf/packed_rm_rows", 0.0)), rm_row_len=row_len + rm_len - (p + r),
+          decode_tokens=decode, **kw)["total"]
+    else:
+      computed = rl_flops.step_flops(rl, mdl.actor.cfg, c.data.train_batch_size, p, rm_len=rm_len,
+                                     decode_tokens=decode, **kw)["total"]
+    return float(useful), float(computed)
+
+  return flops
 
 
-def _perf(flop: float, seconds: float, peak_tflops: float) -> dict[str, float]:
-  """Step TFLOP/s over all devices and, given each device's dense peak, the model FLOPs utilisation."""
-  out = {"perf/tflop_per_step": flop / 1e12, "perf/tflops_per_s": flop / seconds / 1e12}
+def _perf(flop: float, computed: float, seconds: float, peak_tflops: float) -> dict[str, float]:
+  """Step TFLOP/s of the real tokens (verl's convention) over all devices and, given each device's
+  dense peak, the model FLOPs utilisation; what padding still costs as computed / real FLOPs."""
+  out = {"perf/tflop_per_step": flop / 1e12, "perf/tflops_per_s": flop / seconds / 1e12,
+         "perf/computed_tflop_per_step": computed / 1e12, "perf/computed_flop_ratio": computed / flop}
   if peak_tflops > 0:
     out["perf/mfu"] = out["perf/tflops_per_s"] / (peak_tflops * jax.device_count())
   return out
@@ -236,7 +255,8 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
   if c.total_steps > 0:
     total_steps = min(total_steps, c.total_steps)
   iterator = data.make_prompt_iterator(prompts, batch_size=c.data.train_batch_size, seed=c.seed,
-                                       num_epochs=c.data.num_epochs)
+                                       num_epochs=c.data.num_epochs,
+                                       prompt_length_buckets=tuple(c.data.prompt_length_buckets))
 
   with jax.set_mesh(mesh):
     mdl = _load_models(c, mesh, len(tokenizer))
@@ -284,7 +304,9 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
         skipped = float(m.get("actor/skipped_updates", 0) + m.get("critic/skipped_updates", 0))
         bad = skipped > 0 or not np.isfinite(m["reward/mean"])
         bad_streak = bad_streak + 1 if bad else 0
-        m |= _perf(step_flops(int(m["response_length/max"])), seconds, c.log.get("peak_tflops", 0.0))
+        lengths = {k: m.pop(k) for k in list(m) if k.startswith("lengths/")}
+        m |= _perf(*step_flops(m | lengths, host_batch["input_ids_bp"].shape[1]), seconds,
+                   c.log.get("peak_tflops", 0.0))
         m |= {"throughput/tokens_per_s": float(m["tokens/total"]) / seconds, "time/step_s": seconds,
               "train/epoch": (step - 1) // per_epoch, "data/skipped_records": num_bad,
               "data/filtered_prompts": prompts.num_dropped, "system/peak_host_gib": _peak_host_gib()}

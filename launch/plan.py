@@ -64,7 +64,8 @@ def main(argv: Sequence[str]) -> None:
   c = _CONFIG.value
   shape = _mesh_shape(c)
   try:
-    p = plan.estimate(c, shape, unroll_decode=_UNROLL.value, backend=_BACKEND.value)
+    estimate = plan.estimate_packed if c.actor.use_dynamic_bsz else plan.estimate
+    p = estimate(c, shape, unroll_decode=_UNROLL.value, backend=_BACKEND.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   hbm = None if _HBM_GIB.value is None else _HBM_GIB.value * plan.GiB

@@ -95,7 +95,7 @@ def test_suggested_micro_batch_divides_the_mini_batch_and_fits():
 def test_cli_prints_a_table_and_json_for_the_paper_recipe_on_a_v5p_32():
   out = subprocess.run(
       [sys.executable, "launch/plan.py", "--config=configs/grlo.py", "--mesh=fsdp=16", "--hbm_gib=95",
-       "--config.actor.micro_batch_size=16"],
+       "--config.actor.micro_batch_size=16", "--config.actor.use_dynamic_bsz=False"],
       cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   *table, last = out.stdout.strip().splitlines()
@@ -135,3 +135,14 @@ def test_fused_attention_drops_the_score_matrices_from_the_recipe():
   ref = plan.estimate(c, {"fsdp": 16}, micro_batch_size=16, backend="tpu", remat=True)
   assert fused.act_reward < ref.act_reward / 4 and fused.act_prefill < ref.act_prefill / 2
   assert fused.kv_cache == ref.kv_cache and fused.params == ref.params
+
+
+def test_packed_estimate_follows_the_token_budget():
+  c = grlo.get_config()  # packs by default
+  mesh = {"fsdp": 16}
+  padded = plan.estimate(c, mesh)
+  small, large = (plan.estimate_packed(c, mesh, token_budget=b) for b in (8192, 32768))
+  assert small.phases["rollout"] == padded.phases["rollout"]  # the rollout does not pack
+  for phase in ("forward", "reward", "update"):
+    assert small.phases[phase] < large.phases[phase]
+  assert plan.estimate_packed(c, mesh).phases["update"] < padded.phases["update"]

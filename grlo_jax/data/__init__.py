@@ -11,6 +11,7 @@
 from grlo_jax.data.pipeline import DEVICE_KEYS
 from grlo_jax.data.pipeline import HOST_KEYS
 from grlo_jax.data.pipeline import STYLE_IDS
+from grlo_jax.data.pipeline import bucket_width
 from grlo_jax.data.pipeline import collate
 from grlo_jax.data.pipeline import make_prompt_dataset
 from grlo_jax.data.pipeline import make_prompt_iterator

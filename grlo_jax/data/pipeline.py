@@ -13,7 +13,6 @@ global order does not depend on the number of hosts.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import grain
@@ -33,6 +32,14 @@ HOST_KEYS = ("ground_truth_b", "data_source_b", "raw_prompt_b", "messages_b")
 def steps_per_epoch(prompts: prompts_lib.PromptSet, batch_size: int) -> int:
   """Full global batches in one pass over the kept prompts (verl drops the last partial one)."""
   return len(prompts.prompts) // batch_size
+
+
+def bucket_width(longest: int, max_prompt_length: int, buckets: Sequence[int] = ()) -> int:
+  """The padded prompt width of a batch whose longest prompt has `longest` tokens: the smallest
+  of `buckets` that holds it, else `max_prompt_length` (no buckets: always max_prompt_length).
+  Each width the run meets compiles the step once."""
+  fits = [w for w in buckets if longest <= w <= max_prompt_length]
+  return min(fits) if fits else max_prompt_length
 
 
 def collate(
@@ -76,12 +83,15 @@ def make_prompt_dataset(
     num_epochs: int | None,
     shard_index: int | None = None,
     shard_count: int | None = None,
+    prompt_length_buckets: Sequence[int] = (),
 ) -> grain.MapDataset:
   """The batched dataset: `num_epochs * steps_per_epoch` elements (endless for None).
 
   `batch_size` is the global batch (prompts per step); each of `shard_count` hosts (default
   `jax.process_count()`) gets `batch_size // shard_count` rows, those of `shard_index` (default
-  `jax.process_index()`).
+  `jax.process_index()`). With `prompt_length_buckets` a batch is padded to the smallest bucket
+  that holds the global batch's longest prompt (`bucket_width`; the same on every host) instead
+  of `max_prompt_length`.
   """
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
@@ -93,13 +103,16 @@ def make_prompt_dataset(
     raise ValueError(f"{len(prompts.prompts)} prompts make no full batch of {batch_size}")
   rows = batch_size // shard_count
   host_rows = slice(shard_index * rows, (shard_index + 1) * rows)
-  pad = functools.partial(collate, max_prompt_length=prompts.max_prompt_length, pad_id=prompts.pad_id)
+  def pad(global_b):
+    width = bucket_width(max(len(p.ids_p) for p in global_b), prompts.max_prompt_length, prompt_length_buckets)
+    return collate(global_b[host_rows], max_prompt_length=width, pad_id=prompts.pad_id)
+
   # grain reshuffles epoch e with seed + e; hashing the seed first keeps seed s's epoch 1 from
   # being seed s + 1's epoch 0.
   shuffle_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
   return (grain.MapDataset.source(prompts.prompts)
           .shuffle(seed=shuffle_seed)
-          .batch(batch_size, drop_remainder=True, batch_fn=lambda global_b: pad(global_b[host_rows]))
+          .batch(batch_size, drop_remainder=True, batch_fn=pad)
           .repeat(num_epochs))
 
 
@@ -112,6 +125,7 @@ def make_prompt_iterator(
     shard_index: int | None = None,
     shard_count: int | None = None,
     read_options: grain.ReadOptions | None = None,
+    prompt_length_buckets: Sequence[int] = (),
 ) -> grain.DatasetIterator:
   """A checkpointable iterator over this host's batches (see `make_prompt_dataset`).
 
@@ -119,6 +133,7 @@ def make_prompt_iterator(
   batch. By default one background thread prepares up to two batches ahead.
   """
   dataset = make_prompt_dataset(prompts, batch_size=batch_size, seed=seed, num_epochs=num_epochs,
-                                shard_index=shard_index, shard_count=shard_count)
+                                shard_index=shard_index, shard_count=shard_count,
+                                prompt_length_buckets=prompt_length_buckets)
   read_options = read_options or grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
   return iter(dataset.to_iter_dataset(read_options))

@@ -53,7 +53,8 @@ def make_reward_fn(rm_graphdef: nnx.GraphDef | None, template: RMTemplate | None
   `batch_rep` is the prompt batch repeated `n` times, one row per response. With `rm_input_fn`
   the RM's input (`rm_input_length` tokens) comes from the host instead of the in-graph splice;
   the RM forward still runs in the step. `route`: "style" (per row, as above), "model" or "rule"
-  (every row takes that score).
+  (every row takes that score). The step may pass `rm_forward(rm_model, ids_bt, mask_bt) -> [B]`
+  to run the reward model its own way (on packed rows, `actor.use_dynamic_bsz`).
   """
   if rm_graphdef is None and rule_fn is None:
     raise ValueError("a reward needs a reward model, a rule hook, or both")
@@ -64,7 +65,7 @@ def make_reward_fn(rm_graphdef: nnx.GraphDef | None, template: RMTemplate | None
   if route == "rule" and rule_fn is None:
     raise ValueError("reward.route='rule' needs a verifier (reward.rule)")
 
-  def reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll):
+  def reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll, *, rm_forward=None):
     b = prompt_ids_bp.shape[0]
     model_b = jnp.zeros((b,), jnp.float32)
     if rm_graphdef is not None:
@@ -76,7 +77,10 @@ def make_reward_fn(rm_graphdef: nnx.GraphDef | None, template: RMTemplate | None
         ids_bt, mask_bt = jax.pure_callback(
             lambda *a: tuple(np.asarray(x, np.int32) for x in rm_input_fn(*(np.asarray(x) for x in a))),
             (shape, shape), roll.tokens, roll.mask, batch_rep["index_b"])
-      model_b = rm(ids_bt, attention_mask=mask_bt)[:, 0].astype(jnp.float32)
+      if rm_forward is None:
+        model_b = rm(ids_bt, attention_mask=mask_bt)[:, 0].astype(jnp.float32)
+      else:  # the step's packed forward (`rl.packed.rm_scores`)
+        model_b = rm_forward(rm, ids_bt, mask_bt).astype(jnp.float32)
     score_b = model_b
     if rule_fn is not None and route != "model":
       style_b = (batch_rep.get("style_b", jnp.full((b,), STYLE_RULE, jnp.int32)) if route == "style" else

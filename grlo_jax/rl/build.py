@@ -39,8 +39,13 @@ def rl_config(c: ml_collections.ConfigDict, stop_token_ids: tuple[int, ...] = ()
       kl_loss_coef=c.actor.kl_loss_coef, kl_loss_type=c.actor.kl_loss_type,
       use_kl_in_reward=c.algorithm.use_kl_in_reward, kl_penalty=c.algorithm.kl_penalty,
       kl_coef=c.algorithm.kl_coef, cliprange_value=c.critic.cliprange_value,
-      recompute_old_log_prob=c.actor.recompute_old_log_prob)
+      recompute_old_log_prob=c.actor.recompute_old_log_prob, use_dynamic_bsz=c.actor.use_dynamic_bsz,
+      ppo_max_token_len_per_device=c.actor.ppo_max_token_len_per_device)
   cfg.check(c.data.train_batch_size)
+  longest = c.data.max_prompt_length + c.rollout.response_length
+  if cfg.use_dynamic_bsz and cfg.ppo_max_token_len_per_device < longest:
+    raise ValueError(f"actor.ppo_max_token_len_per_device={cfg.ppo_max_token_len_per_device} cannot hold a "
+                     f"sequence of data.max_prompt_length + rollout.response_length = {longest} tokens")
   return cfg
 
 

@@ -7,11 +7,14 @@ Inside one jit: repeat each prompt `n` times, sample responses with the policy's
 old / reference log-probs and critic values on [B, P + R], score with `reward_fn`, place the score
 at the last response token (minus beta x KL when in-reward), compute advantages, then run
 `ppo_epochs` x mini-batches of updates, each accumulating micro-batch gradients with `lax.scan`.
+With `use_dynamic_bsz` every scoring and update pass runs on packed rows of real tokens instead
+(`rl.packed`); the losses and advantages are the same [B, R] functions.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable
 import jax
@@ -23,6 +26,7 @@ from jax.sharding import Mesh
 from grlo_jax import sharding
 from grlo_jax.rl import advantages as adv_lib
 from grlo_jax.rl import losses
+from grlo_jax.rl import packed
 from grlo_jax.rewards.shaping import token_level_rewards
 from grlo_jax.rl.state import TrainState
 from grlo_jax.sampling import SampleOutput, SamplingParams, generate_with_params
@@ -56,6 +60,12 @@ class RLConfig:
   # One update a step (1 epoch, 1 mini-batch) is on-policy: the old log-probs are then the update's
   # own, stop-gradient. True runs their separate forward anyway (as verl always does).
   recompute_old_log_prob: bool = False
+  # Sequence packing (verl's use_dynamic_bsz + use_remove_padding): every scoring and update pass
+  # runs on rows of ppo_max_token_len_per_device real tokens (prompt + response, several
+  # sequences a row), one row per device a micro-batch, rows without tokens skipped.
+  # micro_batch_size is then unused.
+  use_dynamic_bsz: bool = False
+  ppo_max_token_len_per_device: int = 0
   num_logged_samples: int = 0  # rollouts returned in metrics["rollout/..."] for the host to log
 
   @property
@@ -83,6 +93,9 @@ class RLConfig:
     if mini % self.micro_batch_size:
       raise ValueError(f"actor.micro_batch_size={self.micro_batch_size} does not divide a mini-batch of "
                        f"{mini} responses (ppo_mini_batch_size x rollout.n)")
+    if self.use_dynamic_bsz and self.ppo_max_token_len_per_device <= 0:
+      raise ValueError("actor.use_dynamic_bsz=True needs actor.ppo_max_token_len_per_device > 0, got "
+                       f"{self.ppo_max_token_len_per_device}")
     if self.adv_estimator not in adv_lib.ADV_ESTIMATORS:
       raise ValueError(f"algorithm.adv_estimator={self.adv_estimator!r}; known: {sorted(adv_lib.ADV_ESTIMATORS)}")
     if self.adv_estimator in ("grpo", "rloo") and self.n < 2:
@@ -103,7 +116,8 @@ class Optimizers:
 
 
 # reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, rollout) -> score_b float32, where
-# batch_rep is the prompt batch repeated n times (see rewards.score.make_reward_fn).
+# batch_rep is the prompt batch repeated n times (see rewards.score.make_reward_fn). One that takes a
+# keyword `rm_forward` gets the packed reward-model forward when the step packs.
 RewardFn = Callable[[TrainState, dict, jax.Array, jax.Array, SampleOutput], jax.Array]
 
 
@@ -130,6 +144,22 @@ def _split(x: jax.Array, *groups: int) -> jax.Array:
   return sharding.constrain(y, (None,) * len(groups) + ("batch",) + (None,) * (x.ndim - 1))
 
 
+def _split_minis(x: jax.Array, n_mini: int, k: int) -> jax.Array:
+  """[B, ...] -> [n_mini, k, B / (n_mini k), ...]: mini-batch g holds the rows with index % n_mini
+  == g whatever k (the packed path's `packed.split_shards` takes the same rows), then k strided
+  micro-batches of it."""
+  per = x.shape[0] // (n_mini * k)
+  y = jnp.moveaxis(x.reshape(per, k, n_mini, *x.shape[1:]), (2, 1), (0, 1))
+  return sharding.constrain(y, (None, None, "batch") + (None,) * (x.ndim - 1))
+
+
+def _accepts_rm_forward(reward_fn) -> bool:
+  try:
+    return "rm_forward" in inspect.signature(reward_fn).parameters
+  except (TypeError, ValueError):
+    return False
+
+
 def _merge(y: jax.Array, ngroups: int) -> jax.Array:
   """Inverse of `_split`."""
   y = jnp.moveaxis(y, ngroups, 0)
@@ -147,6 +177,8 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
   """The pure step `(state, batch, rng) -> (state, metrics)`; see `jit_train_step`."""
   temp = cfg.sampling.temperature if cfg.sampling.temperature > 0 else 1.0
   estimator = adv_lib.get_adv_estimator_fn(cfg.adv_estimator)
+  pack = cfg.use_dynamic_bsz
+  packed_rm = pack and _accepts_rm_forward(reward_fn)
 
   def step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(rng, state.step)
@@ -169,8 +201,25 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     n_mini = b // (cfg.ppo_mini_batch_size * cfg.n)
     one_update = cfg.reuses_update_log_probs(b)
 
+    metrics = {}
+    if pack:  # every sequence's real tokens in rows of the token budget, each device its own
+      row_len = cfg.ppo_max_token_len_per_device
+      if row_len < p + r:
+        raise ValueError(f"actor.ppo_max_token_len_per_device={row_len} is shorter than the longest "
+                         f"sequence: the batch's prompt length {p} + rollout.response_length {r}")
+      shards = packed.data_shards(b // n_mini)
+      rows = packed.pack_rows(seq_bt, seq_mask_bt, n_mini, shards, row_len,
+                              packed.response_head_mask(prompt_mask_bp, mask_br))
+      resp_off_gdsr = packed.response_offsets(prompt_mask_bp, r, n_mini, shards)
+      metrics["perf/packed_rows"] = packed.executed_rows(rows)
+      metrics["perf/packed_head_positions"] = packed.executed_head_positions(rows)
+
     # Old (and reference) log-probs, values: one forward each, micro-batch by micro-batch.
     def logp_of(graphdef, params):
+      if pack:
+        row = lambda ids, seg, pos, head: packed.policy_outputs(graphdef, params, ids, seg, pos, head, temp)[0]
+        return jax.lax.stop_gradient(packed.gather_sequences(packed.map_rows(row, rows), rows, resp_off_gdsr))
+
       def one(seq, m, resp):
         return losses.logprobs_from_logits(_response_logits(graphdef, params, seq, m, p, temp), resp)
       return jax.lax.stop_gradient(_map_micro(one, n_micro, seq_bt, seq_mask_bt, resp_br))
@@ -178,16 +227,33 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     old_logp_br = None if one_update else logp_of(defs.actor, state.actor)
     ref_logp_br = logp_of(defs.actor, state.ref) if cfg.uses_ref else None
     values_br = None
-    if cfg.uses_critic:
+    if cfg.uses_critic and pack:
+      values_br = jax.lax.stop_gradient(packed.gather_sequences(packed.map_rows(
+          lambda ids, seg, pos, _: packed.values(defs.critic, state.critic, ids, seg, pos), rows), rows,
+          resp_off_gdsr))
+    elif cfg.uses_critic:
       values_br = jax.lax.stop_gradient(_map_micro(
           lambda seq, m: _response_values(defs.critic, state.critic, seq, m, p), n_micro, seq_bt, seq_mask_bt))
 
-    # Rewards (the RM forward micro-batch by micro-batch too) and advantages.
-    score_b = _map_micro(lambda rep, ro: reward_fn(state, rep, rep["input_ids_bp"],
-                                                   rep["attention_mask_bp"].astype(bool), ro),
-                         n_micro, batch_rep, roll).astype(jnp.float32)
+    # Rewards (the RM forward micro-batch by micro-batch too, or on packed rows) and advantages.
+    if packed_rm:
+      rm_rows = []  # the packed RM forward's computed rows, for the FLOP count
+
+      def rm_forward(rm_model, ids_bt, mask_bt):
+        # Rows hold any one RM input: the budget plus what the RM input adds to prompt + response.
+        score_b, used = packed.rm_scores(rm_model, ids_bt, mask_bt, row_len + ids_bt.shape[1] - (p + r))
+        rm_rows.append(used)
+        return score_b
+
+      score_b = reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll,
+                          rm_forward=rm_forward).astype(jnp.float32)
+      if rm_rows:
+        metrics["perf/packed_rm_rows"] = rm_rows[0]
+    else:
+      score_b = _map_micro(lambda rep, ro: reward_fn(state, rep, rep["input_ids_bp"],
+                                                     rep["attention_mask_bp"].astype(bool), ro),
+                           n_micro, batch_rep, roll).astype(jnp.float32)
     rewards_br = token_level_rewards(score_b, mask_br)
-    metrics = {}
     if cfg.use_kl_in_reward:
       kl_br = losses.kl_penalty(old_logp_br, ref_logp_br, cfg.kl_penalty) * maskf_br
       rewards_br = rewards_br - cfg.kl_coef * kl_br
@@ -204,46 +270,80 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
 
     # PPO updates: epochs x mini-batches, micro-batch gradients summed (losses carry global denominators).
     k = cfg.ppo_mini_batch_size * cfg.n // cfg.micro_batch_size
-    data = {"seq": seq_bt, "seq_mask": seq_mask_bt, "resp": resp_br, "mask": maskf_br, "adv": adv_br}
+    data = {"mask": maskf_br, "adv": adv_br}
+    if not pack:
+      data |= {"seq": seq_bt, "seq_mask": seq_mask_bt, "resp": resp_br}
     if old_logp_br is not None:
       data["old_logp"] = old_logp_br
     if ref_logp_br is not None and cfg.use_kl_loss:
       data["ref_logp"] = ref_logp_br
     if cfg.uses_critic:
       data |= {"values": values_br, "returns": ret_br}
-    minis = jax.tree.map(lambda x: _split(x, n_mini, k), data)
+    if pack:
+      # Mini-batch g: its sequences [d * s, R] (device-major, as packed) and its packed rows.
+      minis = jax.tree.map(lambda x: sharding.constrain(
+          packed.split_shards(x, n_mini, shards).reshape(n_mini, -1, *x.shape[1:]),
+          (None, "batch") + (None,) * (x.ndim - 1)), data)
+      minis |= {"rows": rows, "off": resp_off_gdsr}
+    else:
+      minis = jax.tree.map(lambda x: _split_minis(x, n_mini, k), data)
+
+    def actor_forward(params, mb):
+      """(log-probs, entropies, loss mask) [b, R] of the micro-batch's response tokens."""
+      if not pack:
+        logits = _response_logits(defs.actor, params, mb["seq"], mb["seq_mask"], p, temp)
+        return (losses.logprobs_from_logits(logits, mb["resp"]), losses.entropy_from_logits(logits),
+                mb["mask"])
+      rws = mb["rows"]
+      logp_dl, ent_dl = packed.policy_outputs(defs.actor, params, rws.ids, rws.seg, rws.pos, rws.head, temp,
+                                              entropy=True)
+      logp, in_row = packed.row_of(logp_dl, rws.layout, mb["r"], mb["off"])
+      entropy, _ = packed.row_of(ent_dl, rws.layout, mb["r"], mb["off"])
+      return logp, entropy, mb["mask"] * in_row  # the mini-batch's sequences that lie in row r
 
     def actor_loss(params, mb, info):
-      logits = _response_logits(defs.actor, params, mb["seq"], mb["seq_mask"], p, temp)
-      logp = losses.logprobs_from_logits(logits, mb["resp"])
+      logp, entropy_br, mask = actor_forward(params, mb)
       old_logp = mb["old_logp"] if "old_logp" in mb else jax.lax.stop_gradient(logp)
       pg_loss, clipfrac, ppo_kl, clipfrac_lower = losses.compute_policy_loss(
-          old_logp, logp, mb["adv"], mb["mask"], cliprange_low=cfg.clip_ratio_low,
+          old_logp, logp, mb["adv"], mask, cliprange_low=cfg.clip_ratio_low,
           cliprange_high=cfg.clip_ratio_high, clip_ratio_c=cfg.clip_ratio_c, loss_agg_mode=cfg.loss_agg_mode,
           **info)
-      entropy = losses.agg_loss(losses.entropy_from_logits(logits), mb["mask"], cfg.loss_agg_mode, **info)
+      entropy = losses.agg_loss(entropy_br, mask, cfg.loss_agg_mode, **info)
       loss = pg_loss - cfg.entropy_coeff * entropy
       aux = {"actor/pg_loss": pg_loss, "actor/entropy": entropy}
       if cfg.use_kl_loss:
-        kl = losses.agg_loss(losses.kl_penalty(logp, mb["ref_logp"], cfg.kl_loss_type), mb["mask"],
+        kl = losses.agg_loss(losses.kl_penalty(logp, mb["ref_logp"], cfg.kl_loss_type), mask,
                              cfg.loss_agg_mode, **info)
         loss = loss + cfg.kl_loss_coef * kl
         aux["actor/kl_loss"] = kl
         if "old_logp" not in mb:  # the rollout policy's mean log-ratio to the reference
-          aux["actor/kl_to_ref"] = losses.agg_loss(logp - mb["ref_logp"], mb["mask"], "token-mean", **info)
+          aux["actor/kl_to_ref"] = losses.agg_loss(logp - mb["ref_logp"], mask, "token-mean", **info)
       # Ratio metrics are per micro-batch means: weight them by the micro-batch's token share.
-      share = mb["mask"].sum() / info["batch_num_tokens"]
+      share = mask.sum() / info["batch_num_tokens"]
       aux |= {"actor/pg_clipfrac": clipfrac * share, "actor/ppo_kl": ppo_kl * share,
               "actor/pg_clipfrac_lower": clipfrac_lower * share}
       return loss, aux
 
     def critic_loss(params, mb, info):
-      vpreds = _response_values(defs.critic, params, mb["seq"], mb["seq_mask"], p)
-      vf_loss, vf_clipfrac = losses.compute_value_loss(vpreds, mb["returns"], mb["values"], mb["mask"],
+      if pack:
+        rws = mb["rows"]
+        vpreds, in_row = packed.row_of(packed.values(defs.critic, params, rws.ids, rws.seg, rws.pos),
+                                       rws.layout, mb["r"], mb["off"])
+        mask = mb["mask"] * in_row
+      else:
+        vpreds, mask = _response_values(defs.critic, params, mb["seq"], mb["seq_mask"], p), mb["mask"]
+      vf_loss, vf_clipfrac = losses.compute_value_loss(vpreds, mb["returns"], mb["values"], mask,
                                                        cfg.cliprange_value, cfg.loss_agg_mode, **info)
-      share = mb["mask"].sum() / info["batch_num_tokens"]
+      share = mask.sum() / info["batch_num_tokens"]
       return vf_loss, {"critic/vf_loss": vf_loss, "critic/vf_clipfrac": vf_clipfrac * share,
-                       "critic/vpred_mean": adv_lib.masked_mean(vpreds, mb["mask"]) * share}
+                       "critic/vpred_mean": adv_lib.masked_mean(vpreds, mask) * share}
+
+    def packed_micro(mini, r):
+      """Micro-batch r of a packed mini-batch: each device's row r, the mini-batch's sequences."""
+      rws = mini["rows"]
+      row = lambda x: x[:, r]
+      return mini | {"rows": rws.replace(ids=row(rws.ids), seg=row(rws.seg), pos=row(rws.pos), head=row(rws.head)),
+                     "r": r}
 
     def accumulate(loss_fn, params, mini, info):
       def micro(acc, mb):
@@ -251,9 +351,18 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
         return jax.tree.map(jnp.add, acc, (g, aux)), None
 
       zeros = jax.tree.map(jnp.zeros_like, params)
-      aux0 = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: loss_fn(params, jax.tree.map(
-          lambda x: x[0], mini), info)[1]))
-      (grads, aux), _ = jax.lax.scan(micro, (zeros, aux0), mini)
+      first = packed_micro(mini, 0) if pack else jax.tree.map(lambda x: x[0], mini)
+      aux0 = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: loss_fn(params, first, info)[1]))
+      if not pack:
+        (grads, aux), _ = jax.lax.scan(micro, (zeros, aux0), mini)
+        return grads, aux
+
+      used = mini["rows"].layout.used.max()  # the busiest device's rows: later ones hold no token
+
+      def packed_step(acc, r):
+        return jax.lax.cond(r < used, lambda: micro(acc, packed_micro(mini, r))[0], lambda: acc), None
+
+      (grads, aux), _ = jax.lax.scan(packed_step, (zeros, aux0), jnp.arange(mini["rows"].ids.shape[1]))
       return grads, aux
 
     def apply(params, opt_state, tx, grads, loss):
@@ -301,6 +410,8 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
         "response_length/clip_ratio": (roll.lengths >= r).astype(jnp.float32).mean(),
         "prompt_length/mean": prompt_mask_bp.sum(-1).astype(jnp.float32).mean(),
         "tokens/response": maskf_br.sum(), "tokens/total": seq_mask_bt.sum().astype(jnp.float32),
+        # Each response's real lengths, for the FLOPs of the real tokens (`rl.flops.useful_step_flops`).
+        "lengths/prompt_b": prompt_mask_bp.sum(-1, dtype=jnp.int32), "lengths/response_b": roll.lengths,
     }
     if cfg.uses_critic:
       metrics["critic/values/mean"] = adv_lib.masked_mean(values_br, maskf_br)

@@ -159,3 +159,22 @@ def test_real_grlo_prompts_through_qwen3(shared_data):
   # "<|im_start|>user\n" ... "<|im_start|>assistant\n"
   assert ids[:3] == [151644, 872, 198] and ids[-3:] == [151644, 77091, 198]
   assert (b["input_ids_bp"][0][~row] == 151643).all()
+
+
+def test_prompt_length_buckets_pad_each_batch_to_the_smallest_that_holds_it():
+  prompts = tiny_prompts()
+  longest = max(len(p.ids_p) for p in prompts.prompts)
+  buckets = (8, longest + 1, longest + 5, 1000)  # 8 holds no batch; 1000 is past max_prompt_length
+  assert longest + 5 < 64
+  halves = [batches(prompts, batch_size=8, seed=0, num_epochs=1, prompt_length_buckets=buckets,
+                    shard_index=i, shard_count=2) for i in range(2)]
+  widths = set()
+  for b0, b1 in zip(*halves):
+    assert b0["input_ids_bp"].shape[1] == b1["input_ids_bp"].shape[1]  # the same on every host
+    width = b0["input_ids_bp"].shape[1]
+    got = max(int(b["attention_mask_bp"].sum(1).max()) for b in (b0, b1))
+    assert width == data.bucket_width(got, 64, buckets) == min(w for w in buckets if w >= got)
+    assert (b0["attention_mask_bp"][:, -1] == 1).all()  # still left-padded
+    widths.add(width)
+  assert widths == {longest + 1}
+  assert data.bucket_width(70, 64, buckets) == 64  # nothing fits: max_prompt_length

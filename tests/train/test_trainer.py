@@ -71,6 +71,7 @@ def test_rlvr_tiny_trains_with_the_verifier_on_eight_devices(tmp_path):
   c = nano(rlvr.get_config("tiny"), total_steps=2)
   c.mesh.fsdp, c.mesh.tensor = 4, 2
   c.log.peak_tflops = 2.0
+  c.actor.use_dynamic_bsz = True  # packed rows, each of the 4 data shards packing its own
   st = trainer.train(c, tmp_path)
   assert int(st.step) == 2 and st.critic is None and st.rm is None
   wq = st.actor["blocks"]["wq_dnh"].value  # [L, D, N, H]: D over fsdp, heads over tensor
@@ -84,10 +85,18 @@ def test_rlvr_tiny_trains_with_the_verifier_on_eight_devices(tmp_path):
   assert all(min(abs(r["reward"] - v) for v in (1.0, 0.9, 0.0, -0.1)) < 1e-6 for r in rows)
   metrics = read_jsonl(tmp_path / "metrics.jsonl")
   assert len(metrics) == 2
-  for m in metrics:  # MFU over all 8 devices' peak; the step's FLOPs shrink when rollouts stop early
-    want = rl_flops.step_flops(build.rl_config(c), models.preset("nano"), 8, c.data.max_prompt_length,
-                               decode_tokens=int(m["response_length/max"]))["total"]
-    assert m["perf/tflop_per_step"] == pytest.approx(want / 1e12)
+  for m in metrics:  # MFU over all 8 devices' peak, of the real tokens; computed: the packed rows
+    rl, p = build.rl_config(c), c.data.max_prompt_length
+    padded = rl_flops.step_flops(rl, models.preset("nano"), 8, p,
+                                 decode_tokens=int(m["response_length/max"]))["total"]
+    computed = rl_flops.packed_step_flops(rl, models.preset("nano"), 8, p, m["perf/packed_rows"],
+                                          c.actor.ppo_max_token_len_per_device,
+                                          head_positions=m["perf/packed_head_positions"],
+                                          decode_tokens=int(m["response_length/max"]))["total"]
+    assert m["perf/computed_tflop_per_step"] == pytest.approx(computed / 1e12)
+    # 2 responses a device a mini-batch: one 320-token row each computes more than the padded 72s.
+    assert m["perf/tflop_per_step"] < padded / 1e12 < m["perf/computed_tflop_per_step"]
+    assert m["perf/computed_flop_ratio"] == pytest.approx(m["perf/computed_tflop_per_step"] / m["perf/tflop_per_step"])
     assert m["perf/tflops_per_s"] == pytest.approx(m["perf/tflop_per_step"] / m["time/step_s"], rel=1e-6)
     assert m["perf/mfu"] == pytest.approx(m["perf/tflops_per_s"] / (2.0 * 8))
 
@@ -159,10 +168,12 @@ def test_impossible_configs_name_the_key(key, value, message):
     build.rl_config(nano(**{key: value}))
 
 
-@pytest.mark.parametrize("preset", ["", "llama_rm"])
-def test_paper_scale_step_lowers_without_weights(preset):
-  """The full-size step (Qwen3-4B policy and critic, 8B RM, 1024 x 3072) lowers on abstract inputs."""
+@pytest.mark.parametrize("preset,packed", [("", False), ("llama_rm", True), ("", True)])
+def test_paper_scale_step_lowers_without_weights(preset, packed):
+  """The full-size step (Qwen3-4B policy and critic, 8B RM, 1024 x 3072) lowers on abstract inputs,
+  padded and packed (rows of 16384 tokens)."""
   c = grlo.get_config(preset)
+  c.actor.use_dynamic_bsz = packed
   mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
   text = build.lower_step(c, mesh).as_text()
   assert "1024x3072" in text or "3072" in text

@@ -1,0 +1,167 @@
+r"""Packed vs padded RL step on a long-tail length distribution: the same data, one run.
+
+  python -m benchmarks.long_tail --preset=tiny
+  python -m benchmarks.long_tail --preset=small --prompts=16 --response_length=512
+
+PPO with a GAE critic and an in-graph reward model (GRLO's step), one update a step, float32,
+random weights (`models.init_model`). The workload is `benchmarks.common`'s: prompt lengths drawn
+from the shipped GRLO prompts' Qwen3 chat-template lengths (`long_tail_prompts`), response
+lengths made roughly geometric with mean `response_length / 6` by random stop ids
+(`long_tail_stop_ids`: a random model's next token is near uniform, so each sampled token stops
+its row with chance ~6 / response_length), capped at `response_length`. Both steps sample at
+temperature 1 from the same key and weights, so their rollouts are identical; they differ only
+in `actor.use_dynamic_bsz` (packed rows of `--row_len` tokens, default prompt + response length,
+vs padded micro-batches of `--micro` responses).
+
+The JSON has, for each side, the median step seconds, the real tokens, and the FLOPs
+(`rl.flops`: matrix products, causal) of its scoring and update passes as computed and of the
+real tokens (`computed_over_useful`, the padding's cost); `speedup` = padded / packed step time.
+`short_vs_long`: the packed step (one compiled function) on a policy that stops at once and on
+one that never stops, to show the work following the tokens. Tunix is not run here.
+Prints one JSON line; logs go to stderr.
+"""
+
+import argparse
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from benchmarks import common
+from grlo_jax import allocator, models
+from grlo_jax.rewards.reward_model import RMTemplate
+from grlo_jax.rewards.score import make_reward_fn
+from grlo_jax.rl import flops as rl_flops
+from grlo_jax.rl import state as state_lib
+from grlo_jax.rl.step import GraphDefs, Optimizers, RLConfig, jit_train_step, make_train_step
+from grlo_jax.sampling import SamplingParams
+
+PASSES = ("old_log_prob", "reference", "values", "reward_model", "update")
+
+
+def _state(defs, policy, critic, rm, txs):
+  return state_lib.place(state_lib.init_state(nnx.state(policy), txs.actor, nnx.state(critic), txs.critic,
+                                              rm=nnx.state(rm)))
+
+
+def _copy(tree):
+  return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+
+
+def _passes(counts: dict) -> int:
+  return sum(counts[k] for k in PASSES)
+
+
+def bench(a, cfg: RLConfig, step, st, batch, models_, template, p):
+  policy_cfg, critic_cfg, rm_cfg = models_
+  box = {"st": st}
+
+  def run():
+    box["st"], box["m"] = step(box["st"], batch, jax.random.key(0))
+    jax.block_until_ready(box["m"])
+
+  first, _ = common.timed(run, 1)
+  sec, times = common.timed(run, a.repeats)
+  m = jax.device_get(box["m"])
+  lp, lr = m["lengths/prompt_b"], m["lengths/response_b"]
+  extra = len(template.turn_end_ids)
+  useful = rl_flops.useful_step_flops(cfg, policy_cfg, lp, lr, critic=critic_cfg, rm=rm_cfg, rm_extra=extra)
+  r = cfg.sampling.max_new_tokens
+  if cfg.use_dynamic_bsz:
+    computed = rl_flops.packed_step_flops(
+        cfg, policy_cfg, a.prompts, p, float(m["perf/packed_rows"]), cfg.ppo_max_token_len_per_device,
+        head_positions=float(m["perf/packed_head_positions"]),
+        critic=critic_cfg, rm=rm_cfg, rm_rows=float(m["perf/packed_rm_rows"]),
+        rm_row_len=cfg.ppo_max_token_len_per_device + extra, decode_tokens=int(lr.max()))
+  else:
+    computed = rl_flops.step_flops(cfg, policy_cfg, a.prompts, p, critic=critic_cfg, rm=rm_cfg,
+                                   rm_len=template.input_length(p, r), decode_tokens=int(lr.max()))
+  return {"median_s": sec, "times_s": times, "compile_s": first - sec,
+          "tokens": {"prompt": int(lp.sum()), "response": int(lr.sum()), "padded": a.prompts * (p + r)},
+          "response_length": {"mean": float(lr.mean()), "max": int(lr.max()), "min": int(lr.min())},
+          "passes_gflop": {"computed": _passes(computed) / 1e9, "useful": _passes(useful) / 1e9},
+          "computed_over_useful": _passes(computed) / _passes(useful),
+          "step_computed_over_useful": computed["total"] / useful["total"],
+          **({"rows": float(m["perf/packed_rows"]), "rm_rows": float(m["perf/packed_rm_rows"])}
+             if cfg.use_dynamic_bsz else {})}
+
+
+def main():
+  allocator.reexec_with_tcmalloc()
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--preset", default="tiny", choices=sorted(models.PRESETS))
+  ap.add_argument("--prompts", type=int, default=16)
+  ap.add_argument("--response_length", type=int, default=384)
+  ap.add_argument("--mean_length", type=float, default=None, help="default response_length / 6")
+  ap.add_argument("--row_len", type=int, default=None, help="packed row tokens (default P + R)")
+  ap.add_argument("--micro", type=int, default=8, help="padded micro-batch (responses)")
+  ap.add_argument("--repeats", type=int, default=2)
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--short_vs_long", type=int, default=1, help="0: skip the all-short / all-long pair")
+  a = ap.parse_args()
+
+  base = models.preset(a.preset, param_dtype="float32", dtype="float32")
+  vocab = base.vocab_size
+  policy = models.init_model(base, seed=0)
+  critic = models.init_model(base.replace(head="value", num_labels=1), seed=1)
+  rm = models.init_model(base.replace(head="score", num_labels=1), seed=2)
+  defs = GraphDefs(actor=nnx.graphdef(policy), critic=nnx.graphdef(critic), rm=nnx.graphdef(rm))
+  txs = Optimizers(actor=state_lib.make_optimizer(1e-6), critic=state_lib.make_optimizer(1e-6))
+  ids, mask = common.long_tail_prompts(a.prompts, vocab - 2, a.seed)
+  p, r = ids.shape[1], a.response_length
+  stops = common.long_tail_stop_ids(vocab - 2, a.mean_length or r / 6, a.seed)
+  template = RMTemplate(turn_end_ids=(vocab - 2, vocab - 1), pad_id=0, eos_ids=stops)
+  batch = {"input_ids_bp": jnp.asarray(ids), "attention_mask_bp": jnp.asarray(mask)}
+  cfg = RLConfig(sampling=SamplingParams(max_new_tokens=r, temperature=1.0, stop_token_ids=stops), n=1,
+                 adv_estimator="gae", ppo_mini_batch_size=a.prompts, micro_batch_size=a.micro)
+  row_len = a.row_len or p + r
+  cfg_packed = dataclasses.replace(cfg, use_dynamic_bsz=True, ppo_max_token_len_per_device=row_len)
+  reward_fn = make_reward_fn(defs.rm, template)
+  st0 = _state(defs, policy, critic, rm, txs)
+  cfgs = (base, critic.cfg, rm.cfg)
+
+  out = {"bench": "long_tail", "preset": a.preset, "prompts": a.prompts, "prompt_len": p, "response_length": r,
+         "mean_length_target": a.mean_length or r / 6, "stop_ids": len(stops), "row_len": row_len,
+         "micro_batch_size": a.micro, "repeats": a.repeats, "algo": "ppo+critic+rm", "dtype": "float32",
+         "device": jax.devices()[0].device_kind, **common.machine(), "git": common.git_rev()}
+  sides = {}
+  for name, c in (("padded", cfg), ("packed", cfg_packed)):
+    common.log(f"{name} ...")
+    step = jit_train_step(make_train_step(c, defs, txs, reward_fn), None, st0, batch)
+    sides[name] = bench(a, c, step, _copy(st0), batch, cfgs, template, p)
+    common.log(json.dumps(sides[name]))
+    if name == "packed":
+      packed_step = step
+  out |= sides
+  out["speedup"] = sides["padded"]["median_s"] / sides["packed"]["median_s"]
+
+  # Work follows the tokens: the same compiled packed step on a policy that stops at once and on one
+  # that never stops. Every embedding gets a large first coordinate, which then dominates the final
+  # hidden state, and the stop ids' head rows weigh it by +-5: their logits are far above (below)
+  # every other token's.
+  timing = {}
+  for name, sign in (("all_short", 1.0), ("all_long", -1.0)) if a.short_vs_long else ():
+    st = _copy(st0)
+    st.actor["embed_vd"].value = st.actor["embed_vd"].value.at[:, 0].set(100.0)
+    st.actor["lm_head_dv"].value = st.actor["lm_head_dv"].value.at[0, jnp.asarray(stops)].set(5.0 * sign)
+    box = {"st": st}
+
+    def run():
+      box["st"], box["m"] = packed_step(box["st"], batch, jax.random.key(0))
+      jax.block_until_ready(box["m"])
+
+    run()
+    sec, _ = common.timed(run, a.repeats)
+    timing[name] = {"median_s": sec, "response_length_mean": float(box["m"]["response_length/mean"]),
+                    "rows": float(box["m"]["perf/packed_rows"])}
+  if timing:
+    timing["compiles"] = packed_step._cache_size()
+    out["short_vs_long"] = timing
+  print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  main()
