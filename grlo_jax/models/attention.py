@@ -16,10 +16,11 @@ Implementations (`ModelConfig.attention`):
               that no query of a query block may attend (past the causal edge, or before the
               block's first segment in every row) are never visited.
   splash      TPU: jax's Pallas splash-attention kernel (causal mask + segment ids).
-  cudnn       GPU: `jax.nn.dot_product_attention(implementation="cudnn")`, causal, with the
-              padding expressed as per-row key lengths; only for rows that are one right- or
-              left-aligned... see `_cudnn` (falls back to pallas_gpu for packed rows).
-  pallas_gpu  GPU: jax's Pallas flash-attention kernel with segment ids.
+  cudnn       GPU: `jax.nn.dot_product_attention(implementation="cudnn")` with the allowed pairs
+              as its boolean mask (bytes, not float scores).
+  pallas_gpu  GPU: jax's Pallas (Triton) flash-attention kernel with segment ids.
+The Pallas kernels serve self-attention (keys = the queries' row); a prefill into a KV cache
+(`q_offset`, other key segment ids) takes `chunked` instead (models/kernels.py).
   auto        splash on TPU, pallas_gpu on GPU, on CPU xla for short rows (T <= AUTO_DENSE_MAX)
               and chunked above.
 """
@@ -80,6 +81,9 @@ def attend(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array, q_segment_id
   Returns:
     [B, T, N, H] in q's dtype; 0 where a query may attend nothing.
   """
+  # The Pallas kernels need keys from the queries' own row (`kernels.attend`).
+  self_attention = (kv_segment_ids_bs is None or kv_segment_ids_bs is q_segment_ids_bt) and (
+      isinstance(q_offset, int) and q_offset == 0)
   if kv_segment_ids_bs is None:
     kv_segment_ids_bs = q_segment_ids_bt
   q_seg = q_segment_ids_bt.astype(jnp.int32)
@@ -91,7 +95,7 @@ def attend(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array, q_segment_id
     from grlo_jax.models import chunked_attention
     return chunked_attention.attend(q_btnh, k_bskh, v_bskh, q_seg, kv_seg, q_offset, block=block)
   from grlo_jax.models import kernels  # TPU / GPU kernels that ship with jax
-  return kernels.attend(impl, q_btnh, k_bskh, v_bskh, q_seg, kv_seg, q_offset)
+  return kernels.attend(impl, q_btnh, k_bskh, v_bskh, q_seg, kv_seg, q_offset, self_attention=self_attention)
 
 
 def dense(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array, allowed_bts: jax.Array) -> jax.Array:
