@@ -12,13 +12,13 @@ generate:
   decode   one token for every slot: each row writes at its own index and attends over the first
            max(index) + 1 slots only, rounded up to a block (`ragged_decode_attention`);
   drain    once the queue is empty and at most S/2 rows live, the live slots are gathered into a
-           cache of S/2 slots and decoding goes on there; then S/4, ... down to 1, so a decode
-           step never runs at more than twice the live rows.
+           cache of S/2 slots and decoding goes on there; then S/4 and S/8 (`DRAIN_STEPS`), so
+           a decode step runs at most twice the live rows until fewer than S/16 remain.
 
 One `lax.while_loop` runs refill rounds, each followed by decode steps until G slots are free;
 the drain is one loop per size. Everything has static shapes and compiles once.
 
-Randomness: token t of batch row b is drawn with `fold_in(fold_in(rng, b), t)`, so a row's draws
+Randomness: token t of batch row b is drawn with `fold_in(rng, b x max_new_tokens + t)`, so a row's draws
 do not depend on which slot it ran in, on S, or on the other rows (up to the float rounding of
 the batched matrix products).
 """
@@ -42,13 +42,12 @@ def refill_rows(num_slots: int) -> int:
   return max(1, num_slots // 8)
 
 
+DRAIN_STEPS = 3  # halvings in the drain: each is one more compiled decode step
+
+
 def drain_sizes(num_slots: int) -> list[int]:
-  """The slot counts the drain decodes at: S/2, S/4, ..., 1."""
-  sizes, n = [], num_slots // 2
-  while n >= 1:
-    sizes.append(n)
-    n //= 2
-  return sizes
+  """The slot counts the drain decodes at: S/2, S/4, S/8 (those >= 1)."""
+  return [n for n in (num_slots >> i for i in range(1, DRAIN_STEPS + 1)) if n >= 1]
 
 
 @struct.dataclass
@@ -97,8 +96,9 @@ class _State:
   stats: RolloutStats
 
 
-def _row_keys(rng: jax.Array, row_s: jax.Array, t_s: jax.Array) -> jax.Array:
-  return jax.vmap(lambda r, t: jax.random.fold_in(jax.random.fold_in(rng, r), t))(row_s, t_s)
+def _row_keys(rng: jax.Array, row_s: jax.Array, t_s: jax.Array, n: int) -> jax.Array:
+  """The key of token t of row b: `rng` folded with b x n + t (n = max_new_tokens)."""
+  return jax.vmap(lambda i: jax.random.fold_in(rng, i))(row_s * n + t_s)
 
 
 def _write(tokens_bn, logp_bn, row_s, t_s, ok_s, tok_s, logp_s):
@@ -161,7 +161,8 @@ def _refill(model: Transformer, layers, st: _State, ids_bp, len_b, rng, p: Sampl
   slot_g = jnp.where(ok_g, jnp.nonzero(~sl.live_s, size=g, fill_value=s)[0], s)  # s: dropped
   len_g = jnp.where(ok_g, len_b[rows_g], 0)
   pre, x_gd = _prefill(model, layers, ids_bp[rows_g], len_g, p.prefill_chunk, p.cache_dtype)
-  tok_g, logp_g = sample_logits(model.head(x_gd[:, None])[:, 0], _row_keys(rng, rows_g, jnp.zeros_like(rows_g)), p)
+  keys_g = _row_keys(rng, rows_g, jnp.zeros_like(rows_g), p.max_new_tokens)
+  tok_g, logp_g = sample_logits(model.head(x_gd[:, None])[:, 0], keys_g, p)
   tokens_bn, logp_bn = _write(st.tokens_bn, st.logp_bn, rows_g, jnp.zeros_like(rows_g), ok_g, tok_g, logp_g)
 
   # Insert: the prefilled rows' first P slots into the chosen slots (JetStream's `insert`).
@@ -190,7 +191,7 @@ def _decode(model: Transformer, layers, st: _State, rng, p: SamplingParams) -> _
   sl = st.slots
   s = sl.live_s.shape[0]
   x_s1d, cache = model.hidden(sl.last_s[:, None], sl.live_s[:, None], cache=sl.cache, layers=layers)
-  tok_s, logp_s = sample_logits(model.head(x_s1d)[:, 0], _row_keys(rng, sl.row_s, sl.t_s), p)
+  tok_s, logp_s = sample_logits(model.head(x_s1d)[:, 0], _row_keys(rng, sl.row_s, sl.t_s, p.max_new_tokens), p)
   tokens_bn, logp_bn = _write(st.tokens_bn, st.logp_bn, sl.row_s, sl.t_s, sl.live_s, tok_s, logp_s)
   t_s = sl.t_s + 1
   live_s = sl.live_s & ~is_stop(tok_s, p) & (t_s < p.max_new_tokens)

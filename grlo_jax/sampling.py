@@ -222,5 +222,6 @@ def generate_with_params(model: Transformer, input_ids_bp: jax.Array, attention_
   if params.max_num_seqs and params.max_num_seqs < input_ids_bp.shape[0]:
     from grlo_jax import rollout  # it builds on this module
     return rollout.generate(model, input_ids_bp, attention_mask_bp, rng, params)[0]
+  params = dataclasses.replace(params, max_num_seqs=None, prefill_chunk=SamplingParams.prefill_chunk)
   graphdef, state = nnx.split(model)
   return _generate_jit(graphdef, state, input_ids_bp, attention_mask_bp, rng, params)

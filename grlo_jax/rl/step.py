@@ -20,12 +20,12 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from grlo_jax import sharding
+from grlo_jax import rollout, sharding
 from grlo_jax.rl import advantages as adv_lib
 from grlo_jax.rl import losses
 from grlo_jax.rewards.shaping import token_level_rewards
 from grlo_jax.rl.state import TrainState
-from grlo_jax.sampling import SampleOutput, SamplingParams, generate_with_params
+from grlo_jax.sampling import SampleOutput, SamplingParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,9 +156,9 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     b, p = prompt_ids_bp.shape
     group_b = jnp.repeat(jnp.arange(b // cfg.n, dtype=jnp.int32), cfg.n)
 
-    # Rollout.
-    roll = generate_with_params(nnx.merge(defs.actor, state.actor), prompt_ids_bp, prompt_mask_bp, rng,
-                                cfg.sampling)
+    # Rollout: over rollout.max_num_seqs slots (continuous batching), or all rows at once.
+    roll, roll_stats = rollout.generate(nnx.merge(defs.actor, state.actor), prompt_ids_bp, prompt_mask_bp, rng,
+                                        cfg.sampling)
     resp_br, mask_br = roll.tokens, roll.mask
     r = resp_br.shape[1]
     seq_bt = jnp.concatenate([prompt_ids_bp, resp_br], axis=1)
@@ -187,7 +187,7 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
                                                    rep["attention_mask_bp"].astype(bool), ro),
                          n_micro, batch_rep, roll).astype(jnp.float32)
     rewards_br = token_level_rewards(score_b, mask_br)
-    metrics = {}
+    metrics = roll_stats.metrics()
     if cfg.use_kl_in_reward:
       kl_br = losses.kl_penalty(old_logp_br, ref_logp_br, cfg.kl_penalty) * maskf_br
       rewards_br = rewards_br - cfg.kl_coef * kl_br
