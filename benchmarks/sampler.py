@@ -2,7 +2,7 @@ r"""Sampler throughput: grlo_jax's in-graph sampler vs transformers' generate (a
 
   python benchmarks/sampler.py --preset=small --batch=8 [--tunix_python=/path/venv/bin/python]
   python benchmarks/sampler.py --long_tail --preset=small --batch=64 --new_tokens=512 \
-      --mean_length=85 --max_num_seqs=16
+      --mean_length=85 --max_num_seqs=16,32
 
 Random prompts of --prompt_len tokens, --new_tokens sampled at temperature 1 with no early stop,
 one warm-up then the median of --repeats. Prints one JSON line; logs go to stderr.
@@ -59,25 +59,30 @@ def bench_long_tail(path, a):
   graphdef, state = nnx.split(model)
   result = {"prompt_len_max": int(ids_bp.shape[1]), "prompt_len_mean": float(mask_bp.sum(1).mean()),
             "num_stop_ids": len(stops)}
-  for name, s in (("static", None), ("continuous", a.max_num_seqs)):
+  slot_counts = [int(x) for x in str(a.max_num_seqs).split(",")]
+  for name, s in [("static", None)] + [(f"continuous_{n}", n) for n in slot_counts]:
     p = dataclasses.replace(base, max_num_seqs=s, prefill_chunk=a.prefill_chunk) if s else base
     fn = rollout._generate_jit if s else sampling._generate_jit  # the jitted rollout, for its memory
     temp = fn.lower(graphdef, state, ids_bp, mask_bp, rng, p).compile().memory_analysis().temp_size_in_bytes
 
+    last = {}
+
     def run():
-      return jax.block_until_ready(rollout.generate(model, ids_bp, mask_bp, rng, p))
+      last["out"] = jax.block_until_ready(rollout.generate(model, ids_bp, mask_bp, rng, p))
 
     first, _ = common.timed(run, 1)
     sec, times = common.timed(run, a.repeats)
-    out, stats = run()
+    out, stats = last["out"]
     tokens = int(out.mask.sum())
     result[name] = {"tok_per_s": tokens / sec, "median_s": sec, "times_s": times, "compile_s": first - sec,
                     "tokens": tokens, "mean_length": float(out.lengths.mean()),
                     "max_length": int(out.lengths.max()), "temp_bytes": int(temp),
                     **{k.split("/")[1]: float(v) for k, v in jax.device_get(stats.metrics()).items()}}
     common.log(name, result[name])
-  result["speedup"] = result["continuous"]["tok_per_s"] / result["static"]["tok_per_s"]
-  result["temp_bytes_ratio"] = result["continuous"]["temp_bytes"] / result["static"]["temp_bytes"]
+  for n in slot_counts:
+    cont, static = result[f"continuous_{n}"], result["static"]
+    result[f"speedup_{n}"] = cont["tok_per_s"] / static["tok_per_s"]
+    result[f"temp_bytes_ratio_{n}"] = cont["temp_bytes"] / static["temp_bytes"]
   return result
 
 
@@ -121,7 +126,7 @@ def main():
   ap.add_argument("--tunix_python", default=None, help="python of a venv with google-tunix")
   ap.add_argument("--long_tail", action="store_true", help="static vs continuous on the long-tail workload")
   ap.add_argument("--mean_length", type=float, default=85.0)
-  ap.add_argument("--max_num_seqs", type=int, default=16)
+  ap.add_argument("--max_num_seqs", default="16", help="slots of the rollout engine; a comma list runs each")
   ap.add_argument("--prefill_chunk", type=int, default=128)
   a = ap.parse_args()
   if a.long_tail:
