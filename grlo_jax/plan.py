@@ -10,7 +10,8 @@ phase adds temporaries on top, so the peak is `arguments + max over phases`:
 
   rollout    KV cache (keys [L, B, K, H, S], values [L, B, K, S, H]; S = P + R) + the prefill's
              activations on [B, P] attending over all S cache slots (the sampler's batch is the
-             whole step batch)
+             whole step batch); with `rollout.max_num_seqs` < B the engine's slot cache and
+             refill prefill instead (`slot_rollout`)
   forward    old / reference log-probs and critic values, `lax.map` over micro-batches of m rows:
              one layer's activations on [m, T] (T = P + R) + the logits [m, R, V]
   reward     the reward model, micro-batch by micro-batch [b, T_rm]: one layer's activations
