@@ -60,6 +60,12 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.rollout.top_p = 1.0
   c.rollout.top_k = 0  # 0 = off (verl: -1)
   c.rollout.cache_dtype = ""  # "" = model.compute_dtype
+  # Continuous batching (grlo_jax/rollout.py): decode over this many slots, a finished row's slot
+  # refilled with the next waiting prompt; 0 = all rows of the step at once (the static sampler).
+  # 512 of the recipe's 1024 rows: the rollout then fits a v5p-32 (docs/tpu.md); a batch of at
+  # most this many rows (the tiny demo's 16) decodes all at once.
+  c.rollout.max_num_seqs = 512
+  c.rollout.prefill_chunk = 128  # tokens of a refill's prompts prefilled at a time
 
   c.algorithm = ml_collections.ConfigDict()
   c.algorithm.adv_estimator = "gae"  # gae | grpo | rloo | reinforce_plus_plus

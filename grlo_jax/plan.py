@@ -10,7 +10,8 @@ phase adds temporaries on top, so the peak is `arguments + max over phases`:
 
   rollout    KV cache (keys [L, B, K, H, S], values [L, B, K, S, H]; S = P + R) + the prefill's
              activations on [B, P] attending over all S cache slots (the sampler's batch is the
-             whole step batch)
+             whole step batch); with `rollout.max_num_seqs` < B the engine's slot cache and
+             refill prefill instead (`slot_rollout`)
   forward    old / reference log-probs and critic values, `lax.map` over micro-batches of m rows:
              one layer's activations on [m, T] (T = P + R) + the logits [m, R, V]
   reward     the reward model, micro-batch by micro-batch [b, T_rm]: one layer's activations
@@ -279,6 +280,29 @@ def _weights(cfg: models.ModelConfig, mesh_items: tuple[tuple[str, int], ...]) -
   return _Weights.of(state, cfg, dict(mesh_items))
 
 
+# --- The rollout engine (continuous batching, `rollout.max_num_seqs`). ---
+
+def slot_rollout(act: _Dims, ms: Mapping[str, int], slots: int, p: int, r: int, chunk: int,
+                 cache_bytes: int) -> tuple[int, int]:
+  """(KV cache, prefill activations) a device of the rollout over `slots` decode slots
+  (`grlo_jax/rollout.py`): the slot cache [L, S, ...] of P + R slots a row, plus, during a
+  refill, the [G]-row prefill cache of P (rounded up to the chunk) slots and one layer's
+  activations on [G, chunk] queries over it (G = `rollout.refill_rows(S)` prompts a refill, a
+  device's share when data x fsdp divides G, else all of them on every device). The drain's first
+  compaction gathers the live slots into a cache of S/2 while the old one is still read: half a
+  cache more, counted with the prefill's share (the larger of the two)."""
+  from grlo_jax import rollout  # the engine's own group size
+
+  rows = lambda n: per_device((n,), ("batch",), ms)
+  g = rows(rollout.refill_rows(slots))
+  p_chunked = -(-p // chunk) * chunk
+  per_slot = 2 * act.cfg.num_layers * act.k * act.h * cache_bytes
+  kv_cache = rows(slots) * ((p + r) * (per_slot + 1))
+  prefill = g * p_chunked * (per_slot + 1) + act.forward_layer(g, chunk, p_chunked) + 2 * act.stream(g, chunk)
+  compaction = rows(slots // 2) * (p + r) * (per_slot + 1)
+  return kv_cache, max(prefill, compaction)
+
+
 # --- The estimate. ---
 
 def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], *,
@@ -321,11 +345,16 @@ def estimate(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str, int], 
   # tokens / log-probs [B, R].
   kv_cache = 2 * act.cfg.num_layers * bd * s * act.k * act.h * cache_bytes + bd * s
   act_prefill = act.forward_layer(bd, p, s) + 2 * act.stream(bd, p)
+  stream_rows = bd
+  if rl.sampling.max_num_seqs and rl.sampling.max_num_seqs < b:  # the rollout engine: by slots
+    kv_cache, act_prefill = slot_rollout(act, ms, rl.sampling.max_num_seqs, p, r, rl.sampling.prefill_chunk,
+                                         cache_bytes)
+    stream_rows = rows(rl.sampling.max_num_seqs)
   wa = weights["actor"]
   if unroll_decode:  # every layer's weights as separate (gathered) buffers; the head copied too
     in_use = act.cfg.num_layers * wa.layer_gathered + (3 if wa.sharded else 2) * wa.head_gathered
   else:
-    in_use = wa.in_use(act.stream(bd, p))
+    in_use = wa.in_use(act.stream(stream_rows, p))
   sampled = bd * r * (4 + 4 + 1)
 
   # What the step keeps from the rollout on: sequences [B, T] int32 + mask, responses [B, R]

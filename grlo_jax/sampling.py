@@ -31,6 +31,10 @@ class SamplingParams:
   # Decode over per-layer weight/cache buffers (a Python loop) instead of a layer scan; None: on
   # CPU only, where scan slices cost copies (docs/benchmarks.md). Costs one weight copy per call.
   unroll_decode: bool | None = None
+  # Continuous batching (`grlo_jax.rollout`): this many decode slots over the queue of rows; None
+  # (or >= the batch) decodes all rows at once, the static sampler here.
+  max_num_seqs: int | None = None
+  prefill_chunk: int = 128  # tokens a refill's prefill processes at a time (per prompt)
 
 
 @struct.dataclass
@@ -55,7 +59,8 @@ class _LoopState:
 
 
 def sample_logits(logits_bv: jax.Array, rng: jax.Array, p: SamplingParams) -> tuple[jax.Array, jax.Array]:
-  """Sample one token per row; returns (token_b, logprob_b under softmax(logits / T))."""
+  """Sample one token per row; returns (token_b, logprob_b under softmax(logits / T)). `rng` is
+  one key for the batch, or [B] keys, one a row (each row's draw then depends on its key only)."""
   logits_bv = logits_bv.astype(jnp.float32)
   if p.temperature <= 0.0:
     tok_b = argmax(logits_bv)
@@ -92,7 +97,8 @@ _BLOCK = 128  # vocabulary block of the two-level draw
 
 
 def categorical(rng: jax.Array, logits_bv: jax.Array) -> jax.Array:
-  """One draw per row from softmax(logits), exact in distribution, by inverse CDF in two levels:
+  """One draw per row from softmax(logits), exact in distribution, by inverse CDF in two levels
+  (`rng`: one key, or [B] keys one a row):
   a block of the vocabulary by its mass, then a token inside it. Two uniforms a row, where
   `jax.random.categorical` draws V Gumbels and takes a (value, index) argmax (~7 ms a step on
   XLA:CPU at V=32k, B=8: a sixth of a decode step)."""
@@ -100,7 +106,10 @@ def categorical(rng: jax.Array, logits_bv: jax.Array) -> jax.Array:
   g = -(-v // _BLOCK)
   x_bv = jnp.pad(logits_bv, ((0, 0), (0, g * _BLOCK - v)), constant_values=-jnp.inf)
   w_bgc = jnp.exp(x_bv - jnp.max(x_bv, axis=-1, keepdims=True)).reshape(b, g, _BLOCK)
-  u_2b = jax.random.uniform(rng, (2, b))
+  if rng.ndim == 0:
+    u_2b = jax.random.uniform(rng, (2, b))
+  else:  # one key a row
+    u_2b = jax.vmap(lambda k: jax.random.uniform(k, (2,)))(rng).T
   blk_b = _inverse_cdf(w_bgc.sum(axis=-1), u_2b[0])
   w_bc = jnp.take_along_axis(w_bgc, blk_b[:, None, None], axis=1)[:, 0]
   return blk_b * _BLOCK + _inverse_cdf(w_bc, u_2b[1])
@@ -116,7 +125,8 @@ def _inverse_cdf(w_bn: jax.Array, u_b: jax.Array) -> jax.Array:
   return jnp.minimum(i_b, last_b)
 
 
-def _is_stop(tok_b: jax.Array, p: SamplingParams) -> jax.Array:
+def is_stop(tok_b: jax.Array, p: SamplingParams) -> jax.Array:
+  """[...] bool: the token is one of `p.stop_token_ids`."""
   stop_b = jnp.zeros(tok_b.shape, bool)
   for s in p.stop_token_ids:
     stop_b |= tok_b == s
@@ -139,7 +149,7 @@ def _generate(graphdef: nnx.GraphDef, state: nnx.State, input_ids_bp: jax.Array,
   logits_bv = model.head(x_bpd[:, -1:])[:, 0]
   rng, sub = jax.random.split(rng)
   tok_b, logp_b = sample_logits(logits_bv, sub, p)
-  done_b = _is_stop(tok_b, p)
+  done_b = is_stop(tok_b, p)
   tokens_bn = jnp.full((b, n), p.pad_token_id, jnp.int32).at[:, 0].set(tok_b)
   logp_bn = jnp.zeros((b, n), jnp.float32).at[:, 0].set(logp_b)
   init = _LoopState(step=jnp.ones((), jnp.int32), tokens_bn=sharding.constrain(tokens_bn, ("batch", None)),
@@ -158,17 +168,24 @@ def _generate(graphdef: nnx.GraphDef, state: nnx.State, input_ids_bp: jax.Array,
     return _LoopState(step=s.step + 1,
                       tokens_bn=jax.lax.dynamic_update_slice_in_dim(s.tokens_bn, tok_b[:, None], s.step, 1),
                       logp_bn=jax.lax.dynamic_update_slice_in_dim(s.logp_bn, logp_b[:, None], s.step, 1),
-                      done_b=s.done_b | _is_stop(tok_b, p), cache=cache, rng=rng)
+                      done_b=s.done_b | is_stop(tok_b, p), cache=cache, rng=rng)
 
   final = jax.lax.while_loop(cond, body, init)
-  # A row's mask runs through its first stop token; slots never reached (early exit) are pad.
+  return finish(final.tokens_bn, final.logp_bn, p, final.step)
+
+
+def finish(tokens_bn: jax.Array, logp_bn: jax.Array, p: SamplingParams,
+           steps: jax.Array | int | None = None) -> SampleOutput:
+  """The output of sampled tokens [B, N]: a row's mask runs through its first stop token; token
+  slots from `steps` on (never reached: the loop ended early) are pad."""
+  n = tokens_bn.shape[1]
+  steps = n if steps is None else steps
   pos_n = jnp.arange(n)
-  stop_bn = _is_stop(final.tokens_bn, p) & (pos_n < final.step)
+  stop_bn = is_stop(tokens_bn, p) & (pos_n < steps)
   first_stop_b = jnp.min(jnp.where(stop_bn, pos_n, n), axis=1)
-  mask_bn = (pos_n[None] <= first_stop_b[:, None]) & (pos_n[None] < final.step)
-  tokens_bn = jnp.where(mask_bn, final.tokens_bn, p.pad_token_id)
-  return SampleOutput(tokens=tokens_bn, mask=mask_bn, logprobs=jnp.where(mask_bn, final.logp_bn, 0.0),
-                      lengths=mask_bn.sum(axis=1, dtype=jnp.int32))
+  mask_bn = (pos_n[None] <= first_stop_b[:, None]) & (pos_n[None] < steps)
+  return SampleOutput(tokens=jnp.where(mask_bn, tokens_bn, p.pad_token_id), mask=mask_bn,
+                      logprobs=jnp.where(mask_bn, logp_bn, 0.0), lengths=mask_bn.sum(axis=1, dtype=jnp.int32))
 
 
 _generate_jit = jax.jit(_generate, static_argnames=("graphdef", "p"))
@@ -178,10 +195,14 @@ def generate(model: Transformer, input_ids: jax.Array, attention_mask: jax.Array
              max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              eos_token_id: int | Sequence[int] | None = None, stop_token_ids: Sequence[int] = (),
              pad_token_id: int | None = None, rng: jax.Array | None = None,
-             cache_dtype: str | None = None) -> SampleOutput:
+             cache_dtype: str | None = None, max_num_seqs: int | None = None,
+             prefill_chunk: int = 128) -> SampleOutput:
   """Sample up to `max_new_tokens` for a left-padded prompt batch `[B, P]`.
 
-  Works eagerly (compiled once per model structure and knobs) and inside another jitted function.
+  `max_num_seqs=S < B` decodes over S slots with continuous batching (`grlo_jax.rollout`): rows
+  wait in a queue, a slot whose row stops takes the next one (prefilled `prefill_chunk` tokens at
+  a time). None (or S >= B) decodes all rows at once. Works eagerly (compiled once per model
+  structure and knobs) and inside another jitted function.
   """
   eos = () if eos_token_id is None else (
       (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id))
@@ -189,16 +210,18 @@ def generate(model: Transformer, input_ids: jax.Array, attention_mask: jax.Array
     pad_token_id = model.cfg.pad_token_id if model.cfg.pad_token_id is not None else 0
   params = SamplingParams(max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),
                           top_p=float(top_p), stop_token_ids=tuple(dict.fromkeys(eos + tuple(stop_token_ids))),
-                          pad_token_id=int(pad_token_id), cache_dtype=cache_dtype)
+                          pad_token_id=int(pad_token_id), cache_dtype=cache_dtype,
+                          max_num_seqs=max_num_seqs or None, prefill_chunk=int(prefill_chunk))
   rng = jax.random.key(0) if rng is None else rng
-  graphdef, state = nnx.split(model)
-  return _generate_jit(graphdef, state, jnp.asarray(input_ids), jnp.asarray(attention_mask), rng, params)
+  return generate_with_params(model, jnp.asarray(input_ids), jnp.asarray(attention_mask), rng, params)
 
 
 def generate_with_params(model: Transformer, input_ids_bp: jax.Array, attention_mask_bp: jax.Array,
                          rng: jax.Array, params: SamplingParams) -> SampleOutput:
   """`generate` with the knobs in one static `SamplingParams` (what the RL step uses)."""
+  if params.max_num_seqs and params.max_num_seqs < input_ids_bp.shape[0]:
+    from grlo_jax import rollout  # it builds on this module
+    return rollout.generate(model, input_ids_bp, attention_mask_bp, rng, params)[0]
+  params = dataclasses.replace(params, max_num_seqs=None, prefill_chunk=SamplingParams.prefill_chunk)
   graphdef, state = nnx.split(model)
   return _generate_jit(graphdef, state, input_ids_bp, attention_mask_bp, rng, params)
-
-

@@ -300,7 +300,8 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
         m = jax.device_get(m)
         seconds = time.perf_counter() - t0
         step += 1
-        rollout = {k: m.pop(k) for k in list(m) if k.startswith("rollout/")}
+        # The logged rollouts (arrays); scalar rollout/* metrics (slot_utilization, ...) stay.
+        rollout = {k: m.pop(k) for k in list(m) if k.startswith("rollout/") and np.ndim(m[k])}
         skipped = float(m.get("actor/skipped_updates", 0) + m.get("critic/skipped_updates", 0))
         bad = skipped > 0 or not np.isfinite(m["reward/mean"])
         bad_streak = bad_streak + 1 if bad else 0

@@ -9,6 +9,11 @@ H minor, docs/benchmarks.md).
 Slots are filled left to right for every row at once (prompts are left-padded), so one scalar
 `index` says where the next token goes; `mask_bs` marks slots that hold real tokens and `pos_b`
 counts them, giving each row's next RoPE position.
+
+The rollout engine's slot cache (`init(..., per_row=True)`) keeps an `index` [B] instead: each
+row (a decode slot) holds its own left-aligned sequence and writes its next token at its own
+index; a one-token step then reads only the first `max(index) + 1` slots, rounded up to
+`read_block` (`transformer.ragged_decode_attention`).
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ class KVCache:
   v_lbksh: jax.Array
   mask_bs: jax.Array  # bool: slot s of row b holds a real token
   pos_b: jax.Array  # int32: real tokens seen so far = next position id
-  index: jax.Array  # int32 scalar: next slot to write
+  index: jax.Array  # int32 scalar: next slot to write; [B] with per-row slots
+  read_block: int = struct.field(pytree_node=False, default=0)  # per-row: attention length granule
 
   @classmethod
-  def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype: str | None = None) -> KVCache:
+  def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype: str | None = None, *,
+           per_row: bool = False, read_block: int = 128) -> KVCache:
     """An empty cache of `max_len` slots, sharded by logical axes under the current mesh; `dtype`
-    defaults to the model's compute dtype."""
+    defaults to the model's compute dtype. `per_row`: one write index a row (see above)."""
     l, k, h = cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
     dt = jnp.dtype(dtype or cfg.dtype)
     k_lbkhs = jnp.zeros((l, batch, k, h, max_len), dt)
@@ -42,7 +49,8 @@ class KVCache:
     return cls(k_lbkhs=sharding.constrain(k_lbkhs, (*_KV_NAMES, None, "cache_seq")),
                v_lbksh=sharding.constrain(v_lbksh, (*_KV_NAMES, "cache_seq", None)),
                mask_bs=jnp.zeros((batch, max_len), bool), pos_b=jnp.zeros((batch,), jnp.int32),
-               index=jnp.zeros((), jnp.int32))
+               index=jnp.zeros((batch,) if per_row else (), jnp.int32),
+               read_block=read_block if per_row else 0)
 
   @property
   def max_len(self) -> int:

@@ -93,6 +93,23 @@ def decode_attention(q_b1nh: jax.Array, k_bkhs: jax.Array, v_bksh: jax.Array,
   return o_bkgh.reshape(b, 1, n, h).astype(q_b1nh.dtype)
 
 
+def ragged_decode_attention(q_b1nh: jax.Array, k_bkhs: jax.Array, v_bksh: jax.Array, mask_b1s: jax.Array,
+                            filled: jax.Array, block: int) -> jax.Array:
+  """`decode_attention` over the first `filled` cache slots only (rounded up to a multiple of
+  `block`): a `lax.switch` over the static lengths block, 2 x block, ..., S, so that a step's
+  attention costs what the rows hold, not the cache's size. Slots from `filled` on must be masked."""
+  s = k_bkhs.shape[-1]
+  lens = sorted({min(s, block * i) for i in range(1, -(-s // block) + 1)}) if block > 0 else [s]
+  if len(lens) == 1:
+    return decode_attention(q_b1nh, k_bkhs, v_bksh, mask_b1s)
+
+  def upto(n):
+    return lambda q, k, v, m: decode_attention(q, k[..., :n], v[:, :, :n], m[..., :n])
+
+  which = jnp.sum(jnp.asarray(lens[:-1]) < filled)  # the first length >= filled
+  return jax.lax.switch(which, [upto(n) for n in lens], q_b1nh, k_bkhs, v_bksh, mask_b1s)
+
+
 def _dense(x_btx: jax.Array, w: jax.Array, out: int) -> jax.Array:
   """[B, T, X] @ w (X, then output axes, flattened) -> [B, T, out] as one 2-D [B*T, X] x [X, Y] dot;
   columns past `out` (`decode_layers`' padding) are dropped.
@@ -107,7 +124,8 @@ def _dense(x_btx: jax.Array, w: jax.Array, out: int) -> jax.Array:
 def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str, jax.Array],
            pos_bt: jax.Array, attention, kv=None):
   """One pre-norm block. `kv` = (k_lbkhs, v_lbksh, l, index): write this step's k/v into layer
-  `l` of the cache at slot `index` (only the new tokens, in place), then attend over the layer.
+  `l` of the cache at slot `index` (only the new tokens, in place), then attend over the layer;
+  `index` [B] (one token a row) writes each row at its own slot.
   `p` holds one layer's weights, stacked-layout names or `decode_layers`' (fused gate|up).
   `attention(q_btnh, k_bkhs, v_bksh) -> o_btnh` closes over the mask (`Transformer._attention`)."""
   dt = x_btd.dtype
@@ -128,8 +146,13 @@ def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str,
     k_bkhs, v_bksh, new_kv = k_bkht, v_bkth, None
   else:
     k_lbkhs, v_lbksh, l, index = kv
-    k_lbkhs = jax.lax.dynamic_update_slice(k_lbkhs, k_bkht[None].astype(k_lbkhs.dtype), (l, 0, 0, 0, index))
-    v_lbksh = jax.lax.dynamic_update_slice(v_lbksh, v_bkth[None].astype(v_lbksh.dtype), (l, 0, 0, index, 0))
+    if jnp.ndim(index) == 1:  # per-row slots (rollout engine): a scatter of one token a row
+      rows_b = jnp.arange(b)
+      k_lbkhs = k_lbkhs.at[l, rows_b, :, :, index].set(k_bkht[..., 0].astype(k_lbkhs.dtype))
+      v_lbksh = v_lbksh.at[l, rows_b, :, index].set(v_bkth[:, :, 0].astype(v_lbksh.dtype))
+    else:
+      k_lbkhs = jax.lax.dynamic_update_slice(k_lbkhs, k_bkht[None].astype(k_lbkhs.dtype), (l, 0, 0, 0, index))
+      v_lbksh = jax.lax.dynamic_update_slice(v_lbksh, v_bkth[None].astype(v_lbksh.dtype), (l, 0, 0, index, 0))
     k_bkhs, v_bksh, new_kv = k_lbkhs[l], v_lbksh[l], (k_lbkhs, v_lbksh)
   o_btnh = attention(q_btnh, k_bkhs.astype(dt), v_bksh.astype(dt))
   x_btd = x_btd + _dense(o_btnh.reshape(b, t, n * h), p["wo_nhd"].astype(dt), d)
@@ -235,11 +258,19 @@ class Transformer(nnx.Module):
     else:
       if positions_bt is None:
         positions_bt = cache.pos_b[:, None] + jnp.maximum(jnp.cumsum(mask_bt, axis=1) - 1, 0)
-      slot_bs = jax.lax.dynamic_update_slice(cache.mask_bs, mask_bt, (0, cache.index))
-      if t == 1:
+      if cache.index.ndim == 1:  # per-row fill positions: one token a row, at its own slot
+        if t != 1:
+          raise ValueError(f"a cache with per-row index takes one token a row, got input_ids_bt {input_ids_bt.shape}")
+        slot_bs = cache.mask_bs.at[jnp.arange(b), cache.index].set(mask_bt[:, 0])
+        filled = jnp.max(jnp.where(mask_bt[:, 0], cache.index, 0)) + 1
+        block = cache.read_block
+        attention = lambda q, k, v: ragged_decode_attention(q, k, v, slot_bs[:, None], filled, block)
+      elif t == 1:
+        slot_bs = jax.lax.dynamic_update_slice(cache.mask_bs, mask_bt, (0, cache.index))
         mask_b1s = slot_bs[:, None, :] & (jnp.arange(cache.max_len) <= cache.index)[None, None]
         attention = lambda q, k, v: decode_attention(q, k, v, mask_b1s)
       else:
+        slot_bs = jax.lax.dynamic_update_slice(cache.mask_bs, mask_bt, (0, cache.index))
         attention = self._attention(segment_ids_bt, slot_bs.astype(jnp.int32), cache.index)
     dt = jnp.dtype(cfg.dtype)
     x_btd = jnp.take(self.embed_vd.value, input_ids_bt, axis=0).astype(dt)

@@ -28,7 +28,11 @@ def rl_config(c: ml_collections.ConfigDict, stop_token_ids: tuple[int, ...] = ()
   sampling = SamplingParams(
       max_new_tokens=c.rollout.response_length, temperature=c.rollout.temperature, top_k=c.rollout.top_k,
       top_p=c.rollout.top_p, stop_token_ids=tuple(stop_token_ids), pad_token_id=pad_token_id,
-      cache_dtype=c.rollout.cache_dtype or c.model.compute_dtype)
+      cache_dtype=c.rollout.cache_dtype or c.model.compute_dtype,
+      max_num_seqs=c.rollout.max_num_seqs or None, prefill_chunk=c.rollout.prefill_chunk)
+  if c.rollout.max_num_seqs < 0 or c.rollout.prefill_chunk < 1:
+    raise ValueError(f"rollout.max_num_seqs={c.rollout.max_num_seqs} (>= 0; 0 = all rows at once) and "
+                     f"rollout.prefill_chunk={c.rollout.prefill_chunk} (>= 1)")
   cfg = RLConfig(
       sampling=sampling, n=c.rollout.n, adv_estimator=c.algorithm.adv_estimator, gamma=c.algorithm.gamma,
       lam=c.algorithm.lam, norm_adv_by_std_in_grpo=c.algorithm.norm_adv_by_std_in_grpo,

@@ -23,13 +23,13 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from grlo_jax import sharding
+from grlo_jax import rollout, sharding
 from grlo_jax.rl import advantages as adv_lib
 from grlo_jax.rl import losses
 from grlo_jax.rl import packed
 from grlo_jax.rewards.shaping import token_level_rewards
 from grlo_jax.rl.state import TrainState
-from grlo_jax.sampling import SampleOutput, SamplingParams, generate_with_params
+from grlo_jax.sampling import SampleOutput, SamplingParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,9 +188,9 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     b, p = prompt_ids_bp.shape
     group_b = jnp.repeat(jnp.arange(b // cfg.n, dtype=jnp.int32), cfg.n)
 
-    # Rollout.
-    roll = generate_with_params(nnx.merge(defs.actor, state.actor), prompt_ids_bp, prompt_mask_bp, rng,
-                                cfg.sampling)
+    # Rollout: over rollout.max_num_seqs slots (continuous batching), or all rows at once.
+    roll, roll_stats = rollout.generate(nnx.merge(defs.actor, state.actor), prompt_ids_bp, prompt_mask_bp, rng,
+                                        cfg.sampling)
     resp_br, mask_br = roll.tokens, roll.mask
     r = resp_br.shape[1]
     seq_bt = jnp.concatenate([prompt_ids_bp, resp_br], axis=1)
@@ -201,7 +201,7 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     n_mini = b // (cfg.ppo_mini_batch_size * cfg.n)
     one_update = cfg.reuses_update_log_probs(b)
 
-    metrics = {}
+    metrics = roll_stats.metrics()
     if pack:  # every sequence's real tokens in rows of the token budget, each device its own
       row_len = cfg.ppo_max_token_len_per_device
       if row_len < p + r:

@@ -86,7 +86,7 @@ def test_step_compiles_once_and_donates_its_state():
   for key in ("reward/mean", "actor/pg_loss", "critic/vf_loss", "actor/grad_norm", "critic/grad_norm",
               "response_length/mean", "actor/pg_clipfrac", "actor/ppo_kl", "critic/vf_clipfrac",
               "actor/entropy", "critic/advantages/mean", "critic/returns/mean", "critic/values/mean",
-              "response_length/clip_ratio"):
+              "response_length/clip_ratio", "rollout/slot_utilization", "rollout/decode_iterations"):
     assert np.isfinite(float(m[key])), key
 
 

@@ -67,6 +67,16 @@ def test_resume_is_exact(tmp_path):
   assert len(set(indices)) == len(indices) == 32
 
 
+def test_continuous_batching_rollout_logs_its_slot_metrics(tmp_path):
+  """rollout.max_num_seqs < the step's rows: the rollout engine runs in the step and its metrics
+  reach metrics.jsonl; the logged samples still do."""
+  trainer.train(nano(total_steps=1, **{"rollout.max_num_seqs": 4, "rollout.prefill_chunk": 16}), tmp_path)
+  rec = read_jsonl(tmp_path / "metrics.jsonl")[-1]
+  assert 0 < rec["rollout/slot_utilization"] <= 1 and rec["rollout/refills"] >= 2
+  assert rec["rollout/decode_iterations"] >= 1 and np.isfinite(rec["reward/mean"])
+  assert len(read_jsonl(tmp_path / "samples.jsonl")) == 8
+
+
 def test_rlvr_tiny_trains_with_the_verifier_on_eight_devices(tmp_path):
   c = nano(rlvr.get_config("tiny"), total_steps=2)
   c.mesh.fsdp, c.mesh.tensor = 4, 2
