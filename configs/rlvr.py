@@ -55,10 +55,10 @@ def _smollm2(c: ml_collections.ConfigDict) -> None:
   c.data.max_prompt_length = 64  # the chat-templated prompts (default system prompt included) are 58 tokens
   c.rollout.n = 8
   c.rollout.response_length = 48
-  c.actor.optim.lr = 5e-6
+  c.actor.optim.lr = 1e-5
   c.actor.ppo_mini_batch_size = 8  # one update a step
   c.actor.micro_batch_size = 8  # bounds the [8, 112, 49152] float32 logits of a micro-batch
   c.total_steps = 20
-  c.checkpoint.every_steps = 10
+  c.checkpoint.every_steps = 5
   c.checkpoint.max_to_keep = 2
   c.log.samples_every_steps = 5

@@ -9,22 +9,26 @@ r"""Evaluate a model on benchmarks, or grade given completions.
 Writes OUT (`{"benchmarks": {name: {"accuracy", "n", "samples", "pass@1", ...}}}`), OUT's
 name with `.md` (a Markdown table) and with `.items.jsonl` (per item: benchmark, id,
 completions, correct, extracted; GPQA's completions left out). docs/evaluation.md has more.
+`--verbosity=1` shows the libraries' INFO logs (Orbax, JAX) beside the progress lines.
 """
 
 import json
+import logging
 import pathlib
 from collections.abc import Sequence
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 
-from grlo_jax import allocator, data, models
+from grlo_jax import allocator, console, data, models
 from grlo_jax import checkpoint as checkpoint_lib
 from grlo_jax.eval import benchmarks as bm
 from grlo_jax.eval import predictions as predictions_lib
 from grlo_jax.eval import records as records_lib
 from grlo_jax.eval import report as report_lib
 from grlo_jax.eval import runner
+
+log = logging.getLogger("grlo_jax.evaluate")
 
 # The GRLO paper's benchmarks: the default set.
 GRLO_BENCHMARKS = ("math500", "aime24", "aime25", "amc23", "minerva_math", "olympiadbench",
@@ -90,7 +94,7 @@ def _tokenizer_spec(checkpoint: str) -> str:
     return _TOKENIZER.value
   if folder := checkpoint_lib.tokenizer_folder(checkpoint):
     return folder
-  logging.warning("no tokenizer found with %s; using the tiny one (set --tokenizer)", checkpoint)
+  log.warning("no tokenizer found with %s; using the tiny one (set --tokenizer)", checkpoint)
   return "tiny"
 
 
@@ -111,13 +115,13 @@ def _load_model(checkpoint: str):
   if len(tok) > model.cfg.vocab_size:
     raise app.UsageError(f"tokenizer {tok_spec} has {len(tok)} ids, the model only {model.cfg.vocab_size}")
   if _NUM_SAMPLES.value > 1 and _TEMPERATURE.value == 0:
-    logging.warning("--num_samples=%d at temperature 0: all samples are the same", _NUM_SAMPLES.value)
+    log.warning("--num_samples=%d at temperature 0: all samples are the same", _NUM_SAMPLES.value)
   return model, tok
 
 
 def _generate(model, tok, items, chat: bool, min_prompt_bucket: int = runner.MIN_PROMPT_BUCKET,
               ) -> list[list[str]]:
-  logging.info("%s: %d items x %d samples", items[0].benchmark, len(items), _NUM_SAMPLES.value)
+  log.info("%s: %d items x %d samples", items[0].benchmark, len(items), _NUM_SAMPLES.value)
   return runner.generate_completions(
       model, tok, items, max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value,
       top_p=_TOP_P.value, top_k=_TOP_K.value, num_samples=_NUM_SAMPLES.value,
@@ -167,6 +171,7 @@ def _records_generate_and_grade(checkpoint: str) -> tuple[dict, dict]:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  console.setup(flags.FLAGS.verbosity)
   if bool(_CHECKPOINT.value) == bool(_PREDICTIONS.value):
     raise app.UsageError("give exactly one of --checkpoint and --predictions")
   data_dir = _DATA_DIR.value
@@ -191,8 +196,8 @@ def main(argv: Sequence[str]) -> None:
     for record in runner.item_records(graded, completions):
       f.write(json.dumps(record) + "\n")
   for name, summary in result["benchmarks"].items():
-    logging.info("%s: %s", name, json.dumps(summary))
-  logging.info("wrote %s, %s, %s", out, out.with_suffix(".md"), out.with_suffix(".items.jsonl"))
+    log.info("%s: %s", name, json.dumps(summary))
+  log.info("wrote %s, %s, %s", out, out.with_suffix(".md"), out.with_suffix(".items.jsonl"))
 
 
 if __name__ == "__main__":

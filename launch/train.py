@@ -8,7 +8,7 @@ Running again with the same workdir resumes from its newest checkpoint (raise
 `--config.total_steps` to train further). On several hosts: Cloud TPU is detected and
 `jax.distributed` initialised automatically; elsewhere pass --coordinator_address,
 --num_processes and --process_id (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
-SIGTERM saves a checkpoint and exits 0.
+SIGTERM saves a checkpoint and exits 0. `--verbosity=1` shows the libraries' INFO logs too.
 """
 
 import logging
@@ -19,7 +19,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from grlo_jax import allocator, distributed
+from grlo_jax import allocator, console, distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/grlo.py:tiny.",
                                           lock_config=True)
@@ -31,11 +31,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  console.setup(flags.FLAGS.verbosity)  # before JAX starts: its backend probing is INFO chatter
   distributed.initialize_from_flags()
   from grlo_jax import trainer  # after jax.distributed: importing JAX modules is fine, using devices is not
   # Process 0 logs progress; the others only warnings and errors (metrics are process 0's too).
-  logging.getLogger("grlo_jax").setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
-  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save chatter
+  # Orbax's per-save chatter and other library INFO lines only at --verbosity=1.
+  console.setup(flags.FLAGS.verbosity, lead=jax.process_index() == 0)
   try:
     trainer.train(_CONFIG.value, _WORKDIR.value)
   except (ValueError, FileNotFoundError, trainer.NonFiniteError) as e:

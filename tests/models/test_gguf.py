@@ -2,11 +2,17 @@
 transformers' own GGUF loader (and of the model they were written from); the tokenizer from the
 file's metadata encodes as the original; unsupported architectures and types fail naming them."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import gguf
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from grlo_jax import data, models
 from grlo_jax.models import gguf as gguf_lib
@@ -109,3 +115,21 @@ def test_unsupported_quant_type_is_named(tmp_path):
                        random_bytes={"blk.0.ffn_up.weight": "IQ4_NL"})
   with pytest.raises(ValueError, match=r"blk\.0\.ffn_up\.weight has quantisation type IQ4_NL"):
     models.load_pretrained(path)
+
+
+def test_convert_cli_gguf_to_hf_and_orbax(tmp_path, tiny_tok):
+  root = pathlib.Path(__file__).resolve().parents[2]
+  original = gf.random_model("llama", VOCAB, seed=3)
+  path = gf.write_gguf(original, tmp_path / "m.gguf", tokenizer=tiny_tok)
+  env = os.environ | {"PYTHONPATH": str(root)}  # this checkout's grlo_jax, not an installed one
+  for cmd in ("gguf-to-hf", "gguf-to-orbax"):
+    subprocess.run([sys.executable, str(root / "launch" / "convert.py"), cmd, f"--src={path}",
+                    f"--dst={tmp_path / cmd}"], check=True, cwd=root, capture_output=True, env=env)
+  ids = _ids(2)
+  want = _hf_logits(original, ids)
+  hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "gguf-to-hf", dtype=torch.float32)
+  assert np.abs(_hf_logits(hf.eval(), ids) - want).max() <= 1e-5 * np.abs(want).max()
+  orbax = models.load_pretrained(tmp_path / "gguf-to-orbax")
+  assert np.abs(np.asarray(orbax(jnp.asarray(ids))) - want).max() <= 1e-5 * np.abs(want).max()
+  text = "What is 12 + 34?"
+  assert data.load_tokenizer(tmp_path / "gguf-to-hf").encode(text) == tiny_tok.encode(text)
