@@ -210,8 +210,3 @@ def unpermute_rotary(w_oi: np.ndarray, num_heads: int) -> np.ndarray:
   out, rest = w_oi.shape[0], w_oi.shape[1:]
   return w_oi.reshape(num_heads, out // num_heads // 2, 2, *rest).swapaxes(1, 2).reshape(w_oi.shape)
 
-
-def permute_rotary(w_oi: np.ndarray, num_heads: int) -> np.ndarray:
-  """llama.cpp's `permute` (HF layout -> GGUF layout); the inverse of `unpermute_rotary`."""
-  out, rest = w_oi.shape[0], w_oi.shape[1:]
-  return w_oi.reshape(num_heads, 2, out // num_heads // 2, *rest).swapaxes(1, 2).reshape(w_oi.shape)
