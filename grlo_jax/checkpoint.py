@@ -28,6 +28,7 @@ from flax import nnx, traverse_util
 from jax.sharding import Mesh
 
 from grlo_jax import sharding
+from grlo_jax.models import gguf
 from grlo_jax.models.config import ModelConfig
 from grlo_jax.rl.state import TrainState
 
@@ -155,6 +156,13 @@ def find_step_dir(path: epath.PathLike) -> epath.Path | None:
   return root / str(max(steps)) if steps else None
 
 
+def checkpoint_step(path: epath.PathLike) -> int:
+  """The training step a model path holds: its step folder's (or its workdir's newest); 0 for a
+  model that is not a training checkpoint (the model before training)."""
+  step_dir = find_step_dir(path)
+  return 0 if step_dir is None else int(read_meta(step_dir).get("step", step_dir.name))
+
+
 def policy_folder(path: epath.PathLike) -> tuple[ModelConfig, epath.Path] | None:
   """(policy model config, params folder) of a training checkpoint, or None if `path` is not one."""
   step_dir = find_step_dir(path)
@@ -165,10 +173,13 @@ def policy_folder(path: epath.PathLike) -> tuple[ModelConfig, epath.Path] | None
 
 def tokenizer_folder(path: epath.PathLike) -> str | None:
   """The tokenizer that goes with a model path: the folder's own (an HF folder), the one saved
-  with a training run (its workdir or one of its step folders), else None."""
+  with a training run (its workdir or one of its step folders), a GGUF file's (its metadata), else
+  None."""
   path = epath.Path(path)
   if (path / "tokenizer_config.json").exists():
     return str(path)
+  if (found := gguf.find_gguf(path)) is not None:
+    return str(found)
   for root in (path, path.parent.parent):
     if (root / TOKENIZER / "tokenizer_config.json").exists():
       return str(root / TOKENIZER)

@@ -2,6 +2,10 @@ r"""Sample a completion from a model folder (HF or Orbax) or a tiny random model
 
   python launch/generate.py --checkpoint=tiny --prompt="Hello" --max_new_tokens=16
   python launch/generate.py --checkpoint=/models/Qwen3-0.6B --prompt="2+2=" --chat --temperature=0
+  python launch/generate.py --checkpoint=models/smollm2 --prompt="What is 12 + 34?" --chat --temperature=0
+
+`--checkpoint` may also be a GGUF file (or a folder holding one). `--verbosity=1` shows the
+libraries' INFO logs.
 """
 
 import json
@@ -14,7 +18,7 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from grlo_jax import allocator, checkpoint, data, models
+from grlo_jax import allocator, checkpoint, console, data, models
 from grlo_jax.sampling import generate
 
 _CHECKPOINT = flags.DEFINE_string(
@@ -42,6 +46,7 @@ def _load(spec: str) -> models.Transformer:
 
 def main(argv: Sequence[str]) -> None:
   del argv
+  console.setup(flags.FLAGS.verbosity)  # the completion only; library INFO at --verbosity=1
   model = _load(_CHECKPOINT.value)
   tok_spec = _TOKENIZER.value or checkpoint.tokenizer_folder(_CHECKPOINT.value) or "tiny"
   tok = data.load_tokenizer(tok_spec)

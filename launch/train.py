@@ -8,7 +8,7 @@ Running again with the same workdir resumes from its newest checkpoint (raise
 `--config.total_steps` to train further). On several hosts: Cloud TPU is detected and
 `jax.distributed` initialised automatically; elsewhere pass --coordinator_address,
 --num_processes and --process_id (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
-SIGTERM saves a checkpoint and exits 0.
+SIGTERM saves a checkpoint and exits 0. `--verbosity=1` shows the libraries' INFO logs too.
 
 Every config value is checked before any weights load (grlo_jax/config_schema.py; an error names
 the key, its value and what is valid). The run's config is recorded in WORKDIR/config.json, and
@@ -26,7 +26,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from ml_collections.config_flags import config_flags as config_flags_impl
 
-from grlo_jax import allocator, distributed, run_record
+from grlo_jax import allocator, console, distributed, run_record
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/grlo.py:tiny, or a "
                                           "run's record WORKDIR/config.json.", lock_config=True)
@@ -62,11 +62,12 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value and not _DRY_RUN.value:
     raise app.UsageError("--workdir is required (unless --dry_run)")
+  console.setup(flags.FLAGS.verbosity)  # before JAX starts: its backend probing is INFO chatter
   distributed.initialize_from_flags()
   from grlo_jax import trainer  # after jax.distributed: importing JAX modules is fine, using devices is not
   # Process 0 logs progress; the others only warnings and errors (metrics are process 0's too).
-  logging.getLogger("grlo_jax").setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
-  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save chatter
+  # Orbax's per-save chatter and other library INFO lines only at --verbosity=1.
+  console.setup(flags.FLAGS.verbosity, lead=jax.process_index() == 0)
   try:
     if _DRY_RUN.value:
       from grlo_jax import preflight  # pylint: disable=g-import-not-at-top

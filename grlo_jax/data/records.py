@@ -14,6 +14,7 @@ from typing import Any
 
 from etils import epath
 
+from grlo_jax.data import arithmetic
 from grlo_jax.data.jsonl import iter_jsonl
 
 STYLES = ("model", "rule")
@@ -129,12 +130,19 @@ def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike], *,
                  on_error: OnError | None = None) -> list[PromptRecord]:
   """Reads `.jsonl` / `.parquet` files in order; record indices run on across files.
 
+  A path `arithmetic:SPLIT[:N[:SEED[:DIGITS]]]` generates the synthetic additions of
+  `grlo_jax.data.arithmetic` instead of reading a file.
+
   `on_error` (JSONL): called with each bad line's error, which is then skipped.
   """
   if isinstance(paths, (str, os.PathLike)):
     paths = [p for p in str(paths).split(",") if p] if isinstance(paths, str) else [paths]
   records: list[PromptRecord] = []
   for path in paths:
+    if arithmetic.is_spec(path):
+      records += [parse_record(r, index=len(records) + i, where=f"{path} #{i}")
+                  for i, r in enumerate(arithmetic.records(**arithmetic.parse_spec(path)))]
+      continue
     suffix = epath.Path(path).suffix
     if suffix == ".parquet":
       records += read_parquet(path, first_index=len(records))

@@ -1,4 +1,5 @@
-"""Tokenizers: a Hugging Face folder (Qwen3's), or a tiny byte-level BPE built offline at start-up.
+"""Tokenizers: a Hugging Face folder (Qwen3's), a GGUF file's metadata, or a tiny byte-level BPE
+built offline at start-up.
 
 The tiny tokenizer exists so that a fresh machine with no network and no weights can run the
 whole stack: it is trained in well under a second on the prompts shipped in
@@ -104,17 +105,50 @@ class SpecialIds:
 def load_tokenizer(
     path_or_spec: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
 ) -> transformers.PreTrainedTokenizerFast:
-  """Loads a Hugging Face tokenizer folder, or builds the tiny one for the spec "tiny[:VOCAB]".
+  """Loads a Hugging Face tokenizer folder, a GGUF file's tokenizer (or that of the one `.gguf` in
+  a folder without `tokenizer_config.json`), or builds the tiny one for the spec "tiny[:VOCAB]".
 
   Folders load offline. The tiny tokenizer (default vocabulary 4096) is cached under
   `cache_dir` when given; a folder literally named "tiny" needs a path such as "./tiny".
   """
   if m := _TINY_SPEC.fullmatch(str(path_or_spec)):
     return build_tiny_tokenizer(int(m.group(1) or 4096), cache_dir=cache_dir)
+  path = pathlib.Path(path_or_spec)
+  if path.suffix == ".gguf" or (path.is_dir() and not (path / "tokenizer_config.json").exists()
+                                and any(path.glob("*.gguf"))):
+    return load_gguf_tokenizer(path)
   tok = transformers.AutoTokenizer.from_pretrained(os.fspath(path_or_spec), local_files_only=True)
   if not isinstance(tok, transformers.PreTrainedTokenizerFast):
     raise TypeError(
         f"{path_or_spec}: expected a fast tokenizer (tokenizer.json), got {type(tok).__name__}")
+  if tok.pad_token_id is None:
+    tok.pad_token = PAD if PAD in tok.get_vocab() else tok.eos_token
+  return tok
+
+
+# llama.cpp pre-tokenizer names whose split transformers' GGUF converter does not know (it then
+# falls back to GPT-2's): the pre-tokenizer of the model's own tokenizer.json.
+_GGUF_PRE_TOKENIZERS = {
+    # SmolLM / SmolLM2: every digit on its own, then GPT-2's byte-level split.
+    "smollm": lambda: pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]),
+}
+
+
+def load_gguf_tokenizer(path: str | os.PathLike) -> transformers.PreTrainedTokenizerFast:
+  """The tokenizer and chat template a GGUF file's metadata describes (transformers builds it)."""
+  from grlo_jax.models import gguf  # lazy: models is heavy
+
+  file = gguf.find_gguf(path)
+  if file is None:
+    raise FileNotFoundError(f"{path}: no .gguf file")
+  file = pathlib.Path(os.fspath(file))
+  tok = transformers.AutoTokenizer.from_pretrained(os.fspath(file.parent), gguf_file=file.name,
+                                                   local_files_only=True)
+  pre = gguf.metadata(gguf.open_reader(file), ["tokenizer.ggml.pre"]).get("tokenizer.ggml.pre")
+  if pre in _GGUF_PRE_TOKENIZERS:
+    tok.backend_tokenizer.pre_tokenizer = _GGUF_PRE_TOKENIZERS[pre]()
   if tok.pad_token_id is None:
     tok.pad_token = PAD if PAD in tok.get_vocab() else tok.eos_token
   return tok

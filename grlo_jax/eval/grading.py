@@ -39,11 +39,15 @@ def _program(item: benchmarks.Item, completion: str) -> str:
 
 def grade_many(benchmark: str, items: Sequence[benchmarks.Item], completions: Sequence[str],
                limits: sandbox.Limits = sandbox.Limits(),
-               max_workers: int = SANDBOX_WORKERS) -> list[Grade]:
-  """Grades `completions[i]` against `items[i]`; code runs `max_workers` sandboxes at a time."""
+               max_workers: int = SANDBOX_WORKERS, family: str | None = None) -> list[Grade]:
+  """Grades `completions[i]` against `items[i]`; code runs `max_workers` sandboxes at a time.
+
+  `family` (default: the benchmark's kind) names the grader, for items of no registered
+  benchmark (`eval.records`: prompt records with a ground truth are graded as math).
+  """
   if len(items) != len(completions):
     raise ValueError(f"{len(items)} items but {len(completions)} completions")
-  family = benchmarks.kind(benchmark)
+  family = family or benchmarks.kind(benchmark)
   completions = [strip_think(c) for c in completions]
   if family == "math":
     def grade_one(item: benchmarks.Item, c: str) -> Grade:

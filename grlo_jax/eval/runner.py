@@ -93,11 +93,12 @@ def generate_completions(model: Transformer, tokenizer: transformers.PreTrainedT
                          items: Sequence[bm.Item], *, max_new_tokens: int,
                          temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
                          num_samples: int = 1, batch_size: int = 32, chat: bool = True,
-                         seed: int = 0) -> list[list[str]]:
+                         seed: int = 0, min_prompt_bucket: int = MIN_PROMPT_BUCKET) -> list[list[str]]:
   """`num_samples` completions of each item, as `out[item][sample]` in the order of `items`.
 
   `batch_size` counts rows (item x sample) per sampler call; every call has that many, so that
-  benchmarks share compiled programs. Temperature 0 is greedy. Logs
+  benchmarks share compiled programs; `min_prompt_bucket` is the shortest padded prompt length
+  (short-prompt tasks such as `arithmetic` pass less). Temperature 0 is greedy. Logs
   progress (items done, tokens/s, ETA) after each batch; never any text.
   """
   if not items:
@@ -112,7 +113,7 @@ def generate_completions(model: Transformer, tokenizer: transformers.PreTrainedT
   prompt_ids = tokenizer(prompt_texts(tokenizer, items, chat), add_special_tokens=False)["input_ids"]
   rows = [(i, s) for i in range(len(items)) for s in range(num_samples)]
   row_ids = [np.asarray(prompt_ids[i], np.int32) for i, _ in rows]
-  length = bucket_length(max(map(len, row_ids)))
+  length = bucket_length(max(map(len, row_ids)), min_prompt_bucket)
   batches = [np.arange(i, min(i + batch_size, len(rows))) for i in range(0, len(rows), batch_size)]
   out: list[list[str]] = [[""] * num_samples for _ in items]
   key = jax.random.key(seed)

@@ -110,6 +110,11 @@ PRESETS["llama3p1_8b"] = ModelConfig(
     rope_llama3=(("factor", 8.0), ("high_freq_factor", 4.0), ("low_freq_factor", 1.0),
                  ("original_max_position_embeddings", 8192.0)),
     max_position_embeddings=131072, bos_token_id=128000, eos_token_id=128009, pad_token_id=128256 - 1)
+# SmolLM2-135M(-Instruct) (HuggingFaceTB; Llama architecture, tied embeddings): the GGUF demo.
+PRESETS["smollm2_135m"] = ModelConfig(
+    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9, num_kv_heads=3,
+    head_dim=64, family="llama", qk_norm=False, rope_theta=100_000.0, rms_norm_eps=1e-5,
+    tie_word_embeddings=True, max_position_embeddings=8192, bos_token_id=1, eos_token_id=2, pad_token_id=2)
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:

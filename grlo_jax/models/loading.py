@@ -14,7 +14,7 @@ from flax import nnx, traverse_util
 from jax.sharding import Mesh
 
 from grlo_jax import sharding
-from grlo_jax.models import hf
+from grlo_jax.models import gguf, hf
 from grlo_jax.models.config import ModelConfig
 from grlo_jax.models.transformer import Transformer
 
@@ -61,7 +61,8 @@ def _random_param(name: str, shape: tuple[int, ...], dtype: np.dtype, seed: int)
 
 def load_pretrained(path: epath.PathLike, dtype: Any = "float32", mesh: Mesh | None = None, *,
                     compute_dtype: Any = None, attention: str = "auto", **overrides: Any) -> Transformer:
-  """Load an HF folder (config.json + safetensors) or an Orbax model folder.
+  """Load an HF folder (config.json + safetensors), a GGUF file (or a folder holding one; weights
+  dequantised, see `grlo_jax.models.gguf`) or an Orbax model folder.
 
   `dtype` is the weights' storage dtype; `compute_dtype` (default: `dtype`) the activations'.
   `attention`: the full-sequence attention implementation (`grlo_jax.models.attention`).
@@ -82,8 +83,10 @@ def load_pretrained(path: epath.PathLike, dtype: Any = "float32", mesh: Mesh | N
     return _load_orbax(*found, mesh, overrides)
   if (path / "config.json").exists():
     return _load_hf(path, mesh, overrides)
-  raise FileNotFoundError(f"{path}: neither an HF model folder (config.json), an Orbax model "
-                          f"folder ({ORBAX_CONFIG}), nor a training checkpoint (checkpoints/<step>/)")
+  if (gguf_file := gguf.find_gguf(path)) is not None:
+    return _load_gguf(gguf_file, mesh, overrides)
+  raise FileNotFoundError(f"{path}: neither an HF model folder (config.json), a GGUF file, an Orbax "
+                          f"model folder ({ORBAX_CONFIG}), nor a training checkpoint (checkpoints/<step>/)")
 
 
 HEAD_PARAMS = ("lm_head_dv", "value_d", "value_bias", "score_dc")
@@ -91,11 +94,21 @@ HEAD_PARAMS = ("lm_head_dv", "value_d", "value_bias", "score_dc")
 
 def _load_hf(path: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transformer:
   file_cfg = hf.config_from_hf(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
+  return _load_tensors(file_cfg, hf.SafetensorsReader(path), str(path), mesh, overrides)
+
+
+def _load_gguf(path: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transformer:
+  reader = gguf.GGUFTensorReader(path)
+  return _load_tensors(reader.cfg, reader, str(path), mesh, overrides)
+
+
+def _load_tensors(file_cfg: ModelConfig, reader: Any, source: str, mesh: Mesh,
+                  overrides: dict[str, Any]) -> Transformer:
+  """Parameters from a reader of HF-named tensors (safetensors or GGUF), one at a time."""
   cfg = file_cfg.replace(**overrides)
   new_head = cfg.head != file_cfg.head  # e.g. head="value": a critic from the base model
-  reader = hf.SafetensorsReader(path)
   try:
-    hf.check_keys(file_cfg, reader.keys(), str(path))
+    hf.check_keys(file_cfg, reader.keys(), source)
     graphdef, abs_state = abstract(cfg)
     shardings = traverse_util.flatten_dict(nnx.to_pure_dict(sharding.tree_shardings(abs_state, mesh)),
                                            sep="/")
