@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from grlo_jax.data import jsonl
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds metrics.jsonl).", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "PNG to write; default WORKDIR/curves.png.")
 _TITLE = flags.DEFINE_string("title", None, "Figure title; default: the workdir's name.")
@@ -27,17 +29,10 @@ _DPI = flags.DEFINE_integer("dpi", 110, "Resolution of the PNG.", lower_bound=30
 def read_metrics(path: pathlib.Path) -> list[dict]:
   """The step records of a metrics.jsonl, in step order (a resumed run's repeats: the last wins)."""
   by_step = {}
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{line_no}: not JSON ({e.msg})") from None
-      if "step" not in record:
-        raise ValueError(f"{path}:{line_no}: no 'step' key")
-      by_step[int(record["step"])] = record
+  for where, _, record in jsonl.iter_jsonl(path):
+    if not isinstance(record, dict) or "step" not in record:
+      raise ValueError(f"{where}: no 'step' key")
+    by_step[int(record["step"])] = record
   return [by_step[s] for s in sorted(by_step)]
 
 

@@ -37,5 +37,5 @@ def test_plot_names_what_is_missing(tmp_path):
     plot.plot(tmp_path / "nothing", tmp_path / "d.png")
   (tmp_path / "bad").mkdir()
   (tmp_path / "bad" / "metrics.jsonl").write_text('{"step": 1}\nnot json\n')
-  with pytest.raises(ValueError, match="metrics.jsonl:2: not JSON"):
+  with pytest.raises(ValueError, match="metrics.jsonl:2: invalid JSON"):
     plot.plot(tmp_path / "bad", tmp_path / "e.png")
