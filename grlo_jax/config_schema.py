@@ -25,6 +25,7 @@ from typing import Any
 import ml_collections
 from etils import epath
 
+from grlo_jax.data import arithmetic
 from grlo_jax.models.config import ATTENTION_IMPLEMENTATIONS, PRESETS
 
 
@@ -198,7 +199,8 @@ _MODEL_MARKERS = ("config.json", "model_config.json", "checkpoints")  # HF, Orba
 class Path(Rule):
   """A local or gs:// path. kind: "model" (an HF / Orbax model folder or training workdir, or a
   file a format-specific loader reads), "tokenizer" (a folder, or the spec "tiny[:VOCAB]"),
-  "prompts" (comma-separated .jsonl / .parquet files, or "tiny": the shipped prompts).
+  "prompts" (comma-separated .jsonl / .parquet files or `arithmetic:` specs, or "tiny": the
+  shipped prompts).
   `empty` says what "" means (then "" is allowed). Existence is checked with `check_paths`."""
 
   kind: str = "model"
@@ -217,8 +219,16 @@ class Path(Rule):
       if value == "tiny":
         return value
       for part in value.split(","):
+        if arithmetic.is_spec(part):
+          try:
+            arithmetic.problems(**{k: v for k, v in arithmetic.parse_spec(part).items()
+                                   if k in ("split", "digits")})
+          except ValueError as e:
+            raise _Bad(str(e)) from None
+          continue
         if epath.Path(part).suffix not in (".jsonl", ".parquet"):
-          raise _Bad(f"{part!r} is not a .jsonl or .parquet file (comma-separated files, or 'tiny')")
+          raise _Bad(f"{part!r} is not a .jsonl or .parquet file (comma-separated files, "
+                     "arithmetic:SPLIT[:N[:SEED[:DIGITS]]], or 'tiny')")
         if check_paths and not epath.Path(part).is_file():
           raise _Bad(f"{part} does not exist")
       return value

@@ -106,6 +106,7 @@ def test_an_empty_prompts_file_names_the_file_and_the_batch(tmp_path):
     ("algorithm.adv_estimator", "remax", "'grpo'"),
     ("reward.route", "mixed", "'style'"),
     ("data.train_files", "prompts.txt", "not a .jsonl or .parquet file"),
+    ("data.train_files", "arithmetic:dev", "split must be one of"),  # synthetic prompt specs
     ("mesh.fsdp", 0, "-1 for the remaining devices"),
     ("checkpoint.every_steps", -1, "save only then"),  # verl spellings refused with the translation
     ("algorithm.kl_penalty", "full", "use kl, abs, mse or low_var_kl"),
