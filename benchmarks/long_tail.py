@@ -11,7 +11,9 @@ lengths made roughly geometric with mean `response_length / 6` by random stop id
 its row with chance ~6 / response_length), capped at `response_length`. Both steps sample at
 temperature 1 from the same key and weights, so their rollouts are identical; they differ only
 in `actor.use_dynamic_bsz` (packed rows of `--row_len` tokens, default prompt + response length,
-vs padded micro-batches of `--micro` responses).
+vs padded micro-batches of `--micro` responses). `--max_num_seqs=S` adds a third side, the
+recipe's step: packed passes and the rollout engine over S slots (its rows draw other random
+numbers, so its lengths differ a little; `speedup_recipe` = padded / recipe step time).
 
 The JSON has, for each side, the median step seconds, the real tokens, and the FLOPs
 (`rl.flops`: matrix products, causal) of its scoring and update passes as computed and of the
@@ -101,6 +103,8 @@ def main():
   ap.add_argument("--repeats", type=int, default=2)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--short_vs_long", type=int, default=1, help="0: skip the all-short / all-long pair")
+  ap.add_argument("--max_num_seqs", type=int, default=0,
+                  help="> 0: also time the recipe's step: packed passes and the rollout engine over this many slots")
   a = ap.parse_args()
 
   base = models.preset(a.preset, param_dtype="float32", dtype="float32")
@@ -128,7 +132,9 @@ def main():
          "micro_batch_size": a.micro, "repeats": a.repeats, "algo": "ppo+critic+rm", "dtype": "float32",
          "device": jax.devices()[0].device_kind, **common.machine(), "git": common.git_rev()}
   sides = {}
-  for name, c in (("padded", cfg), ("packed", cfg_packed)):
+  cfg_recipe = dataclasses.replace(
+      cfg_packed, sampling=dataclasses.replace(cfg.sampling, max_num_seqs=a.max_num_seqs or None))
+  for name, c in (("padded", cfg), ("packed", cfg_packed)) + ((("recipe", cfg_recipe),) if a.max_num_seqs else ()):
     common.log(f"{name} ...")
     step = jit_train_step(make_train_step(c, defs, txs, reward_fn), None, st0, batch)
     sides[name] = bench(a, c, step, _copy(st0), batch, cfgs, template, p)
@@ -137,6 +143,8 @@ def main():
       packed_step = step
   out |= sides
   out["speedup"] = sides["padded"]["median_s"] / sides["packed"]["median_s"]
+  if a.max_num_seqs:
+    out["speedup_recipe"] = sides["padded"]["median_s"] / sides["recipe"]["median_s"]
 
   # Work follows the tokens: the same compiled packed step on a policy that stops at once and on one
   # that never stops. Every embedding gets a large first coordinate, which then dominates the final
