@@ -131,10 +131,12 @@ def main():
          "mean_length_target": a.mean_length or r / 6, "stop_ids": len(stops), "row_len": row_len,
          "micro_batch_size": a.micro, "repeats": a.repeats, "algo": "ppo+critic+rm", "dtype": "float32",
          "device": jax.devices()[0].device_kind, **common.machine(), "git": common.git_rev()}
+  configs = {"padded": cfg, "packed": cfg_packed}
+  if a.max_num_seqs:
+    configs["recipe"] = dataclasses.replace(
+        cfg_packed, sampling=dataclasses.replace(cfg.sampling, max_num_seqs=a.max_num_seqs))
   sides = {}
-  cfg_recipe = dataclasses.replace(
-      cfg_packed, sampling=dataclasses.replace(cfg.sampling, max_num_seqs=a.max_num_seqs or None))
-  for name, c in (("padded", cfg), ("packed", cfg_packed)) + ((("recipe", cfg_recipe),) if a.max_num_seqs else ()):
+  for name, c in configs.items():
     common.log(f"{name} ...")
     step = jit_train_step(make_train_step(c, defs, txs, reward_fn), None, st0, batch)
     sides[name] = bench(a, c, step, _copy(st0), batch, cfgs, template, p)

@@ -221,8 +221,7 @@ class Path(Rule):
       for part in value.split(","):
         if arithmetic.is_spec(part):
           try:
-            arithmetic.problems(**{k: v for k, v in arithmetic.parse_spec(part).items()
-                                   if k in ("split", "digits")})
+            arithmetic.parse_spec(part)
           except ValueError as e:
             raise _Bad(str(e)) from None
           continue

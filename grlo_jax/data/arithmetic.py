@@ -38,12 +38,16 @@ def split_of(a: int, b: int) -> str:
   return "test" if zlib.crc32(question(a, b).encode()) % 10 < TEST_BUCKETS else "train"
 
 
-def problems(split: str, digits: int = 2) -> list[tuple[int, int]]:
-  """Every (a, b) of the split, in a fixed order."""
+def _check(split: str, digits: int) -> None:
   if split not in SPLITS:
     raise ValueError(f"arithmetic split must be one of {SPLITS}, got {split!r}")
   if not 1 <= digits <= 6:
     raise ValueError(f"arithmetic digits must be 1..6, got {digits}")
+
+
+def problems(split: str, digits: int = 2) -> list[tuple[int, int]]:
+  """Every (a, b) of the split, in a fixed order."""
+  _check(split, digits)
   lo, hi = (0 if digits == 1 else 10 ** (digits - 1)), 10 ** digits
   return [(a, b) for a in range(lo, hi) for b in range(lo, hi) if split_of(a, b) == split]
 
@@ -73,7 +77,8 @@ def is_spec(path: Any) -> bool:
 
 
 def parse_spec(spec: str) -> dict[str, Any]:
-  """`arithmetic:SPLIT[:N[:SEED[:DIGITS]]]` -> records()'s keyword arguments."""
+  """`arithmetic:SPLIT[:N[:SEED[:DIGITS]]]` -> records()'s keyword arguments; raises ValueError
+  for a malformed spec, an unknown split or digits outside 1..6 (N is checked by records())."""
   parts = spec[len(PREFIX):].split(":")
   if not 1 <= len(parts) <= 4 or not parts[0]:
     raise ValueError(f"{spec!r}: expected arithmetic:SPLIT[:N[:SEED[:DIGITS]]]")
@@ -83,4 +88,5 @@ def parse_spec(spec: str) -> dict[str, Any]:
     raise ValueError(f"{spec!r}: N, SEED and DIGITS must be integers") from None
   kw: dict[str, Any] = {"split": parts[0]}
   kw.update(zip(("n", "seed", "digits"), ints))
+  _check(kw["split"], kw.get("digits", 2))
   return kw
