@@ -19,13 +19,29 @@ The JSON has, for each side, the median step seconds, the real tokens, and the F
 (`rl.flops`: matrix products, causal) of its scoring and update passes as computed and of the
 real tokens (`computed_over_useful`, the padding's cost); `speedup` = padded / packed step time.
 `short_vs_long`: the packed step (one compiled function) on a policy that stops at once and on
-one that never stops, to show the work following the tokens. Tunix is not run here.
+one that never stops, to show the work following the tokens.
+
+`--tunix_python=PATH` (Tunix's venv, ../shared/peers.md) adds Tunix's PPO step on the same data as
+a `tunix` side: the policy weights above exported to an HF folder, the same left-padded prompt ids,
+every stop id a Tunix eos token, the same response cap, temperature 1, one sample a prompt, all
+prompts one mini-batch, one update, no KL (ours has none: beta 0 skips Tunix's reference), GAE
+lambda 1, lr 1e-6, a reward model forward (`benchmarks/tunix_rl_step.py --data`).
+`speedup_vs_tunix` = Tunix / (recipe, else packed) step time. What still differs: Tunix's critic
+and reward model are the policy's trunk with fresh 1-wide heads (ours are separate random models
+of the same size); it samples with other random numbers, so other lengths from the same
+distribution (its logits on the exported weights match ours to ~1e-6, but with few prompts the
+batch's mean and longest response differ by chance: compare the sides' `response_length`); it
+drops the stop token from a completion (`response_length_with_stop` counts it back, as ours does);
+it runs an old-log-prob forward that ours skips at one update a step; and it scores and trains
+padded [B, P + response_length] rows.
 Prints one JSON line; logs go to stderr.
 """
 
 import argparse
 import dataclasses
 import json
+import pathlib
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +107,17 @@ def bench(a, cfg: RLConfig, step, st, batch, models_, template, p):
              if cfg.use_dynamic_bsz else {})}
 
 
+def tunix_side(a, policy, ids, mask, stops) -> dict:
+  """Tunix's PPO step (benchmarks/tunix_rl_step.py in its venv) on our policy weights, prompts and stops."""
+  with tempfile.TemporaryDirectory() as tmp:
+    models.export_hf(policy, pathlib.Path(tmp, "hf"))
+    np.savez(pathlib.Path(tmp, "data.npz"), ids_bp=ids, mask_bp=mask, stop_ids=np.asarray(stops, np.int32))
+    return common.run_peer(a.tunix_python, "tunix_rl_step.py", [
+        f"--model={tmp}/hf", f"--data={tmp}/data.npz", "--algo=ppo", f"--repeats={a.repeats}",
+        f"--new_tokens={a.response_length}", "--beta=0", "--lr=1e-6", "--gae_lambda=1", "--reward=model",
+        f"--seed={a.seed}"])
+
+
 def main():
   allocator.reexec_with_tcmalloc()
   ap = argparse.ArgumentParser()
@@ -105,6 +132,7 @@ def main():
   ap.add_argument("--short_vs_long", type=int, default=1, help="0: skip the all-short / all-long pair")
   ap.add_argument("--max_num_seqs", type=int, default=0,
                   help="> 0: also time the recipe's step: packed passes and the rollout engine over this many slots")
+  ap.add_argument("--tunix_python", default=None, help="Tunix venv's python: add Tunix's step on the same data")
   a = ap.parse_args()
 
   base = models.preset(a.preset, param_dtype="float32", dtype="float32")
@@ -170,6 +198,12 @@ def main():
   if timing:
     timing["compiles"] = packed_step._cache_size()
     out["short_vs_long"] = timing
+  if a.tunix_python:
+    common.log("tunix ...")
+    out["tunix"] = tunix_side(a, policy, ids, mask, stops)
+    ours = sides.get("recipe", sides["packed"])["median_s"]
+    if "median_s" in out["tunix"]:
+      out["speedup_vs_tunix"] = out["tunix"]["median_s"] / ours
   print(json.dumps(out))
 
 
