@@ -334,6 +334,15 @@ class Transformer(nnx.Module):
       out.append(p)
     return out
 
+  def lm_head_weight(self) -> tuple[jax.Array, str]:
+    """The LM head's matrix and its layout: (`lm_head_dv` [D, V], "dv"), or the tied embedding
+    (`embed_vd` [V, D], "vd")."""
+    if self.cfg.head != "lm":
+      raise ValueError(f"lm_head_weight needs head='lm', got head={self.cfg.head!r}")
+    if self.cfg.tie_word_embeddings:
+      return self.embed_vd.value, "vd"
+    return self.lm_head_dv.value, "dv"
+
   def head(self, x_btd: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
     """Apply this model's head to hidden states (float32 output)."""
     cfg = self.cfg

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from grlo_jax import sharding
-from grlo_jax.rl import losses, packing
+from grlo_jax.rl import chunked_head, packing
 
 
 def data_shards(rows: int) -> int:
@@ -150,9 +150,10 @@ def policy_outputs(graphdef: nnx.GraphDef, params, ids_dl, seg_dl, pos_dl, head_
   """Log-prob of the next token (and the entropy) [d, L] float32 at the positions `head_dl` flags
   (0 elsewhere), from logits / temperature.
 
-  The LM head runs on those positions only, HEAD_CHUNK at a time: each row's flagged positions
-  are gathered to its front and chunks past the busiest row's count are skipped (`lax.cond`), so
-  the prompt tokens and the padding cost no head FLOPs (the head is most of a small model's)."""
+  The LM head runs on those positions only, HEAD_CHUNK at a time (`rl.chunked_head`): each row's
+  flagged positions are gathered to its front and chunks past the busiest row's count are
+  skipped, so the prompt tokens and the padding cost no head FLOPs (the head is most of a small
+  model's)."""
   model = nnx.merge(graphdef, params)
   x_dld, _ = model.hidden(ids_dl, segment_ids_bt=seg_dl, positions_bt=pos_dl)
   labels_dl = packing.next_ids(ids_dl)
@@ -162,27 +163,15 @@ def policy_outputs(graphdef: nnx.GraphDef, params, ids_dl, seg_dl, pos_dl, head_
   need_dl = head_dl.astype(bool)
   order_dl = jnp.argsort(~need_dl, axis=1, stable=True).astype(jnp.int32)  # flagged first, in order
   order_dl = jnp.pad(order_dl, ((0, 0), (0, nc * c - l)), constant_values=l)  # l: past the row
-  count = need_dl.sum(-1).max()
-  temp = temperature if temperature > 0 else 1.0
-
-  def chunk(i):
-    idx_dc = jax.lax.dynamic_slice_in_dim(order_dl, i * c, c, axis=1)
-    safe_dc = jnp.minimum(idx_dc, l - 1)
-    logits_dcv = model.head(jnp.take_along_axis(x_dld, safe_dc[..., None], axis=1)) / temp
-    logp_dc = losses.logprobs_from_logits(logits_dcv, jnp.take_along_axis(labels_dl, safe_dc, axis=1))
-    ent_dc = losses.entropy_from_logits(logits_dcv) if entropy else jnp.zeros_like(logp_dc)
-    return logp_dc, ent_dc
-
-  # Under a gradient, remat each chunk: its backward recomputes the chunk's logits rather than
-  # keeping every chunk's [d, c, V] (the whole row's logits again).
-  chunk = jax.checkpoint(chunk, prevent_cse=False)
-  zeros = lambda: (jnp.zeros((d, c), jnp.float32),) * 2
-  logp_kdc, ent_kdc = jax.lax.map(lambda i: jax.lax.cond(i * c < count, lambda: chunk(i), zeros),
-                                  jnp.arange(nc))
+  safe_dk = jnp.minimum(order_dl, l - 1)
+  w, w_layout = model.lm_head_weight()
+  logp_dk, ent_dk = chunked_head.logprobs(
+      jnp.take_along_axis(x_dld, safe_dk[..., None], axis=1), w.astype(x_dld.dtype),
+      jnp.take_along_axis(labels_dl, safe_dk, axis=1), need_dl.sum(-1).max(), chunk=c,
+      temperature=temperature if temperature > 0 else 1.0, w_layout=w_layout, entropy=entropy)
   rows_dk = jnp.broadcast_to(jnp.arange(d)[:, None], (d, nc * c))
-  back = lambda y_kdc: jnp.zeros((d, l), jnp.float32).at[rows_dk, order_dl].set(
-      jnp.moveaxis(y_kdc, 0, 1).reshape(d, nc * c), mode="drop")
-  return back(logp_kdc), back(ent_kdc) if entropy else None
+  back = lambda y_dk: jnp.zeros((d, l), jnp.float32).at[rows_dk, order_dl].set(y_dk, mode="drop")
+  return back(logp_dk), back(ent_dk) if entropy else None
 
 
 def values(graphdef: nnx.GraphDef, params, ids_dl, seg_dl, pos_dl) -> jax.Array:

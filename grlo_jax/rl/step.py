@@ -189,8 +189,9 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     group_b = jnp.repeat(jnp.arange(b // cfg.n, dtype=jnp.int32), cfg.n)
 
     # Rollout: over rollout.max_num_seqs slots (continuous batching), or all rows at once.
-    roll, roll_stats = rollout.generate(nnx.merge(defs.actor, state.actor), prompt_ids_bp, prompt_mask_bp, rng,
-                                        cfg.sampling)
+    with jax.named_scope("rollout"):  # phase names show in profiles (op_name metadata)
+      roll, roll_stats = rollout.generate(nnx.merge(defs.actor, state.actor), prompt_ids_bp, prompt_mask_bp, rng,
+                                          cfg.sampling)
     resp_br, mask_br = roll.tokens, roll.mask
     r = resp_br.shape[1]
     seq_bt = jnp.concatenate([prompt_ids_bp, resp_br], axis=1)
@@ -203,16 +204,17 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
 
     metrics = roll_stats.metrics()
     if pack:  # every sequence's real tokens in rows of the token budget, each device its own
-      row_len = cfg.ppo_max_token_len_per_device
-      if row_len < p + r:
-        raise ValueError(f"actor.ppo_max_token_len_per_device={row_len} is shorter than the longest "
-                         f"sequence: the batch's prompt length {p} + rollout.response_length {r}")
-      shards = packed.data_shards(b // n_mini)
-      rows = packed.pack_rows(seq_bt, seq_mask_bt, n_mini, shards, row_len,
-                              packed.response_head_mask(prompt_mask_bp, mask_br))
-      resp_off_gdsr = packed.response_offsets(prompt_mask_bp, r, n_mini, shards)
-      metrics["perf/packed_rows"] = packed.executed_rows(rows)
-      metrics["perf/packed_head_positions"] = packed.executed_head_positions(rows)
+      with jax.named_scope("pack"):
+        row_len = cfg.ppo_max_token_len_per_device
+        if row_len < p + r:
+          raise ValueError(f"actor.ppo_max_token_len_per_device={row_len} is shorter than the longest "
+                           f"sequence: the batch's prompt length {p} + rollout.response_length {r}")
+        shards = packed.data_shards(b // n_mini)
+        rows = packed.pack_rows(seq_bt, seq_mask_bt, n_mini, shards, row_len,
+                                packed.response_head_mask(prompt_mask_bp, mask_br))
+        resp_off_gdsr = packed.response_offsets(prompt_mask_bp, r, n_mini, shards)
+        metrics["perf/packed_rows"] = packed.executed_rows(rows)
+        metrics["perf/packed_head_positions"] = packed.executed_head_positions(rows)
 
     # Old (and reference) log-probs, values: one forward each, micro-batch by micro-batch.
     def logp_of(graphdef, params):
@@ -224,35 +226,39 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
         return losses.logprobs_from_logits(_response_logits(graphdef, params, seq, m, p, temp), resp)
       return jax.lax.stop_gradient(_map_micro(one, n_micro, seq_bt, seq_mask_bt, resp_br))
 
-    old_logp_br = None if one_update else logp_of(defs.actor, state.actor)
-    ref_logp_br = logp_of(defs.actor, state.ref) if cfg.uses_ref else None
-    values_br = None
-    if cfg.uses_critic and pack:
-      values_br = jax.lax.stop_gradient(packed.gather_sequences(packed.map_rows(
-          lambda ids, seg, pos, _: packed.values(defs.critic, state.critic, ids, seg, pos), rows), rows,
-          resp_off_gdsr))
-    elif cfg.uses_critic:
-      values_br = jax.lax.stop_gradient(_map_micro(
-          lambda seq, m: _response_values(defs.critic, state.critic, seq, m, p), n_micro, seq_bt, seq_mask_bt))
+    with jax.named_scope("old_log_prob"):
+      old_logp_br = None if one_update else logp_of(defs.actor, state.actor)
+    with jax.named_scope("ref_log_prob"):
+      ref_logp_br = logp_of(defs.actor, state.ref) if cfg.uses_ref else None
+    with jax.named_scope("values"):
+      values_br = None
+      if cfg.uses_critic and pack:
+        values_br = jax.lax.stop_gradient(packed.gather_sequences(packed.map_rows(
+            lambda ids, seg, pos, _: packed.values(defs.critic, state.critic, ids, seg, pos), rows), rows,
+            resp_off_gdsr))
+      elif cfg.uses_critic:
+        values_br = jax.lax.stop_gradient(_map_micro(
+            lambda seq, m: _response_values(defs.critic, state.critic, seq, m, p), n_micro, seq_bt, seq_mask_bt))
 
     # Rewards (the RM forward micro-batch by micro-batch too, or on packed rows) and advantages.
-    if packed_rm:
-      rm_rows = []  # the packed RM forward's computed rows, for the FLOP count
+    with jax.named_scope("reward"):
+      if packed_rm:
+        rm_rows = []  # the packed RM forward's computed rows, for the FLOP count
 
-      def rm_forward(rm_model, ids_bt, mask_bt):
-        # Rows hold any one RM input: the budget plus what the RM input adds to prompt + response.
-        score_b, used = packed.rm_scores(rm_model, ids_bt, mask_bt, row_len + ids_bt.shape[1] - (p + r))
-        rm_rows.append(used)
-        return score_b
+        def rm_forward(rm_model, ids_bt, mask_bt):
+          # Rows hold any one RM input: the budget plus what the RM input adds to prompt + response.
+          score_b, used = packed.rm_scores(rm_model, ids_bt, mask_bt, row_len + ids_bt.shape[1] - (p + r))
+          rm_rows.append(used)
+          return score_b
 
-      score_b = reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll,
-                          rm_forward=rm_forward).astype(jnp.float32)
-      if rm_rows:
-        metrics["perf/packed_rm_rows"] = rm_rows[0]
-    else:
-      score_b = _map_micro(lambda rep, ro: reward_fn(state, rep, rep["input_ids_bp"],
-                                                     rep["attention_mask_bp"].astype(bool), ro),
-                           n_micro, batch_rep, roll).astype(jnp.float32)
+        score_b = reward_fn(state, batch_rep, prompt_ids_bp, prompt_mask_bp, roll,
+                            rm_forward=rm_forward).astype(jnp.float32)
+        if rm_rows:
+          metrics["perf/packed_rm_rows"] = rm_rows[0]
+      else:
+        score_b = _map_micro(lambda rep, ro: reward_fn(state, rep, rep["input_ids_bp"],
+                                                       rep["attention_mask_bp"].astype(bool), ro),
+                             n_micro, batch_rep, roll).astype(jnp.float32)
     rewards_br = token_level_rewards(score_b, mask_br)
     if cfg.use_kl_in_reward:
       kl_br = losses.kl_penalty(old_logp_br, ref_logp_br, cfg.kl_penalty) * maskf_br
@@ -377,12 +383,14 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
 
     def update(st: TrainState, mini):
       info = losses.global_batch_info(mini["mask"])
-      grads, aux = accumulate(actor_loss, st.actor, mini, info)
+      with jax.named_scope("actor_update"):
+        grads, aux = accumulate(actor_loss, st.actor, mini, info)
       actor, actor_opt, aux["actor/grad_norm"], aux["actor/skipped_updates"] = apply(
           st.actor, st.actor_opt, txs.actor, grads, aux["actor/pg_loss"])
       st = st.replace(actor=actor, actor_opt=actor_opt)
       if cfg.uses_critic:
-        cgrads, caux = accumulate(critic_loss, st.critic, mini, info)
+        with jax.named_scope("critic_update"):
+          cgrads, caux = accumulate(critic_loss, st.critic, mini, info)
         critic, critic_opt, caux["critic/grad_norm"], caux["critic/skipped_updates"] = apply(
             st.critic, st.critic_opt, txs.critic, cgrads, caux["critic/vf_loss"])
         st = st.replace(critic=critic, critic_opt=critic_opt)
