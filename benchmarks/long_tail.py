@@ -18,7 +18,9 @@ numbers, so its lengths differ a little; `speedup_recipe` = padded / recipe step
 The JSON has, for each side, the median step seconds, the real tokens, and the FLOPs
 (`rl.flops`: matrix products, causal) of its scoring and update passes as computed and of the
 real tokens (`computed_over_useful`, the padding's cost); `speedup` = padded / packed step time.
-`short_vs_long`: the packed step (one compiled function) on a policy that stops at once and on
+`--phases` traces one more step a side and adds `phases_s`, its instructions' seconds by the
+step's named phases (`benchmarks/phases.py`; the traced step runs its own rollout, so its lengths
+may differ from the timed one's). `short_vs_long`: the packed step (one compiled function) on a policy that stops at once and on
 one that never stops, to show the work following the tokens.
 
 `--tunix_python=PATH` (Tunix's venv, ../shared/peers.md) adds Tunix's PPO step on the same data as
@@ -48,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks import common
+from benchmarks import common, phases
 from grlo_jax import allocator, models
 from grlo_jax.rewards.reward_model import RMTemplate
 from grlo_jax.rewards.score import make_reward_fn
@@ -84,6 +86,7 @@ def bench(a, cfg: RLConfig, step, st, batch, models_, template, p):
   first, _ = common.timed(run, 1)
   sec, times = common.timed(run, a.repeats)
   m = jax.device_get(box["m"])
+  by_phase = phases.seconds_by_phase(step, (box["st"], batch, jax.random.key(0)), run) if a.phases else None
   lp, lr = m["lengths/prompt_b"], m["lengths/response_b"]
   extra = len(template.turn_end_ids)
   useful = rl_flops.useful_step_flops(cfg, policy_cfg, lp, lr, critic=critic_cfg, rm=rm_cfg, rm_extra=extra)
@@ -103,6 +106,7 @@ def bench(a, cfg: RLConfig, step, st, batch, models_, template, p):
           "passes_gflop": {"computed": _passes(computed) / 1e9, "useful": _passes(useful) / 1e9},
           "computed_over_useful": _passes(computed) / _passes(useful),
           "step_computed_over_useful": computed["total"] / useful["total"],
+          **({"phases_s": by_phase} if by_phase else {}),
           **({"rows": float(m["perf/packed_rows"]), "rm_rows": float(m["perf/packed_rm_rows"])}
              if cfg.use_dynamic_bsz else {})}
 
@@ -133,6 +137,8 @@ def main():
   ap.add_argument("--max_num_seqs", type=int, default=0,
                   help="> 0: also time the recipe's step: packed passes and the rollout engine over this many slots")
   ap.add_argument("--tunix_python", default=None, help="Tunix venv's python: add Tunix's step on the same data")
+  ap.add_argument("--phases", action="store_true",
+                  help="trace one more step a side: seconds by phase (rollout, values, actor_update, ...)")
   a = ap.parse_args()
 
   base = models.preset(a.preset, param_dtype="float32", dtype="float32")
