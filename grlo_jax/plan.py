@@ -490,7 +490,7 @@ def estimate_packed(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str,
   """`estimate` for the packed step: every scoring and update pass runs one row of `token_budget`
   (default `actor.ppo_max_token_len_per_device`) tokens a device at a time, so its activations
   follow the budget, not the micro-batch's rows x (P + R). The policy's head runs HEAD_CHUNK
-  positions at a time (`rl.packed.policy_outputs`, rematerialised per chunk under the gradient).
+  positions at a time (`rl.chunked_head`, whose backward recomputes each chunk's logits).
   The rollout and the optimizer phases are `estimate`'s; `micro_batch_size` / `rows_per_device`
   of the result read 1 row a device."""
   from grlo_jax.rl import packed  # lazy: plan's import stays light

@@ -20,6 +20,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from grlo_jax import sharding
+
 
 def logprobs(x_dnd: jax.Array, w: jax.Array, labels_dn: jax.Array, count: jax.Array, *, chunk: int,
              temperature: float = 1.0, w_layout: str = "dv",
@@ -117,7 +119,10 @@ def _bwd(chunk, temperature, w_layout, entropy, res, cotangents):
                                                  i * chunk, axis=1)
     return dx_dnd, dw
 
-  init = (jnp.zeros_like(x_dnd), jnp.zeros(w.shape, jnp.float32))
+  # The head's gradient keeps the weight's sharding (a float32 [V, D] replicated on every device
+  # would be GBs for a 150k vocabulary).
+  w_names = ("embed", "vocab") if w_layout == "dv" else ("vocab", "embed")
+  init = (jnp.zeros_like(x_dnd), sharding.constrain(jnp.zeros(w.shape, jnp.float32), w_names))
   dx_dnd, dw = jax.lax.fori_loop(0, _used_chunks(count, chunk), body, init)
   return dx_dnd, dw.astype(w.dtype), None, None
 

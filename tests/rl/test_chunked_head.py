@@ -55,3 +55,29 @@ def test_chunked_head_without_entropy_returns_none_and_skips_its_gradient():
   np.testing.assert_allclose(lp, ref, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="multiple of chunk"):
     chunked_head.logprobs(x, w, labels, 8, chunk=3)
+
+
+@pytest.mark.parametrize("w_layout", ["dv", "vd"])
+def test_chunked_head_on_a_mesh_keeps_the_head_gradient_sharded(w_layout):
+  from grlo_jax import sharding
+
+  d, n, dm, v, chunk = 4, 16, 8, 64, 8
+  x = jax.random.normal(jax.random.key(3), (d, n, dm))
+  w = jax.random.normal(jax.random.key(4), (dm, v) if w_layout == "dv" else (v, dm))
+  labels = jax.random.randint(jax.random.key(5), (d, n), 0, v)
+  names = ("embed", "vocab") if w_layout == "dv" else ("vocab", "embed")
+
+  def loss(x, w):
+    lp, ent = chunked_head.logprobs(x, w, labels, 12, chunk=chunk, w_layout=w_layout, entropy=True)
+    return lp.sum() + 0.1 * ent.sum()
+
+  want = jax.grad(loss, argnums=(0, 1))(x, w)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
+  x_s = jax.device_put(x, sharding.batch_sharding(mesh, x.shape))
+  w_s = jax.device_put(w, sharding.named(mesh, names, w.shape))
+  with jax.set_mesh(mesh):
+    got = jax.jit(jax.grad(loss, argnums=(0, 1)))(x_s, w_s)
+  assert got[1].sharding.spec == w_s.sharding.spec
+  assert got[1].addressable_shards[0].data.size == w.size // 8  # split over fsdp x tensor, not replicated
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
