@@ -18,7 +18,10 @@ numbers, so its lengths differ a little; `speedup_recipe` = padded / recipe step
 The JSON has, for each side, the median step seconds, the real tokens, and the FLOPs
 (`rl.flops`: matrix products, causal) of its scoring and update passes as computed and of the
 real tokens (`computed_over_useful`, the padding's cost); `speedup` = padded / packed step time.
-`--phases` traces one more step a side and adds `phases_s`, its instructions' seconds by the
+`--rounds=K` then runs K rounds of one step of each side in turn and reports `rounds_s` and
+`speedup_rounds` (the median of the rounds' padded / packed ratios; `speedup_recipe_rounds`
+likewise): the two sides of a round run seconds apart, so a slow spell of a shared machine
+does not fall on one side only. `--phases` traces one more step a side and adds `phases_s`, its instructions' seconds by the
 step's named phases (`benchmarks/phases.py`; the traced step runs its own rollout, so its lengths
 may differ from the timed one's). `short_vs_long`: the packed step (one compiled function) on a policy that stops at once and on
 one that never stops, to show the work following the tokens.
@@ -43,6 +46,7 @@ import argparse
 import dataclasses
 import json
 import pathlib
+import statistics
 import tempfile
 
 import jax
@@ -76,6 +80,7 @@ def _passes(counts: dict) -> int:
 
 
 def bench(a, cfg: RLConfig, step, st, batch, models_, template, p):
+  """(the side's JSON, `run`: one more step of it, blocking)."""
   policy_cfg, critic_cfg, rm_cfg = models_
   box = {"st": st}
 
@@ -100,7 +105,7 @@ def bench(a, cfg: RLConfig, step, st, batch, models_, template, p):
   else:
     computed = rl_flops.step_flops(cfg, policy_cfg, a.prompts, p, critic=critic_cfg, rm=rm_cfg,
                                    rm_len=template.input_length(p, r), decode_tokens=int(lr.max()))
-  return {"median_s": sec, "times_s": times, "compile_s": first - sec,
+  return run, {"median_s": sec, "times_s": times, "compile_s": first - sec,
           "tokens": {"prompt": int(lp.sum()), "response": int(lr.sum()), "padded": a.prompts * (p + r)},
           "response_length": {"mean": float(lr.mean()), "max": int(lr.max()), "min": int(lr.min())},
           "passes_gflop": {"computed": _passes(computed) / 1e9, "useful": _passes(useful) / 1e9},
@@ -137,6 +142,8 @@ def main():
   ap.add_argument("--max_num_seqs", type=int, default=0,
                   help="> 0: also time the recipe's step: packed passes and the rollout engine over this many slots")
   ap.add_argument("--tunix_python", default=None, help="Tunix venv's python: add Tunix's step on the same data")
+  ap.add_argument("--rounds", type=int, default=0,
+                  help="then this many interleaved rounds (one step of each side): median ratio per round")
   ap.add_argument("--phases", action="store_true",
                   help="trace one more step a side: seconds by phase (rollout, values, actor_update, ...)")
   a = ap.parse_args()
@@ -169,11 +176,11 @@ def main():
   if a.max_num_seqs:
     configs["recipe"] = dataclasses.replace(
         cfg_packed, sampling=dataclasses.replace(cfg.sampling, max_num_seqs=a.max_num_seqs))
-  sides = {}
+  sides, runs = {}, {}
   for name, c in configs.items():
     common.log(f"{name} ...")
     step = jit_train_step(make_train_step(c, defs, txs, reward_fn), None, st0, batch)
-    sides[name] = bench(a, c, step, _copy(st0), batch, cfgs, template, p)
+    runs[name], sides[name] = bench(a, c, step, _copy(st0), batch, cfgs, template, p)
     common.log(json.dumps(sides[name]))
     if name == "packed":
       packed_step = step
@@ -181,6 +188,20 @@ def main():
   out["speedup"] = sides["padded"]["median_s"] / sides["packed"]["median_s"]
   if a.max_num_seqs:
     out["speedup_recipe"] = sides["padded"]["median_s"] / sides["recipe"]["median_s"]
+  if a.rounds:
+    # One more step of each side in turn, `rounds` times: the sides of a round run seconds apart
+    # on the same step count (so the same rollout lengths), which a slow spell of the machine
+    # cannot split; the speed-ups are the medians of the rounds' ratios.
+    per = {name: [] for name in runs}
+    for i in range(a.rounds):
+      common.log(f"round {i + 1}/{a.rounds} ...")
+      for name, run in runs.items():
+        per[name].append(common.timed(run, 1)[0])
+    out["rounds_s"] = per
+    ratios = lambda side: [x / y for x, y in zip(per["padded"], per[side])]
+    out["speedup_rounds"] = statistics.median(ratios("packed"))
+    if a.max_num_seqs:
+      out["speedup_recipe_rounds"] = statistics.median(ratios("recipe"))
 
   # Work follows the tokens: the same compiled packed step on a policy that stops at once and on one
   # that never stops. Every embedding gets a large first coordinate, which then dominates the final
