@@ -18,13 +18,15 @@ numbers, so its lengths differ a little; `speedup_recipe` = padded / recipe step
 The JSON has, for each side, the median step seconds, the real tokens, and the FLOPs
 (`rl.flops`: matrix products, causal) of its scoring and update passes as computed and of the
 real tokens (`computed_over_useful`, the padding's cost); `speedup` = padded / packed step time.
-`--rounds=K` then runs K rounds of one step of each side in turn and reports `rounds_s` and
-`speedup_rounds` (the median of the rounds' padded / packed ratios; `speedup_recipe_rounds`
-likewise): the two sides of a round run seconds apart, so a slow spell of a shared machine
-does not fall on one side only. `--phases` traces one more step a side and adds `phases_s`, its instructions' seconds by the
-step's named phases (`benchmarks/phases.py`; the traced step runs its own rollout, so its lengths
-may differ from the timed one's). `short_vs_long`: the packed step (one compiled function) on a policy that stops at once and on
-one that never stops, to show the work following the tokens.
+`--rounds=K` then runs K rounds of one step of each side in turn and reports `rounds_s`, each
+step's longest response (`rounds_longest_response`) and `speedup_rounds`, the median of the
+rounds' padded / packed ratios (`speedup_recipe_rounds` likewise): the sides of a round run
+seconds apart, so a slow spell of a shared machine does not fall on one side only.
+`--phases` traces one more step a side and adds `phases_s`, its instructions' seconds by the
+step's named phases (`benchmarks/phases.py`; the traced step runs its own rollout, so its
+lengths may differ from the timed one's). `short_vs_long`: the packed step (one compiled
+function) on a policy that stops at once and on one that never stops, to show the work
+following the tokens.
 
 `--tunix_python=PATH` (Tunix's venv, ../shared/peers.md) adds Tunix's PPO step on the same data as
 a `tunix` side: the policy weights above exported to an HF folder, the same left-padded prompt ids,
@@ -48,6 +50,7 @@ import json
 import pathlib
 import statistics
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -86,7 +89,7 @@ def bench(a, cfg: RLConfig, step, st, batch, models_, template, p):
 
   def run():
     box["st"], box["m"] = step(box["st"], batch, jax.random.key(0))
-    jax.block_until_ready(box["m"])
+    return jax.block_until_ready(box["m"])
 
   first, _ = common.timed(run, 1)
   sec, times = common.timed(run, a.repeats)
@@ -193,11 +196,15 @@ def main():
     # on the same step count (so the same rollout lengths), which a slow spell of the machine
     # cannot split; the speed-ups are the medians of the rounds' ratios.
     per = {name: [] for name in runs}
+    longest = {name: [] for name in runs}
     for i in range(a.rounds):
       common.log(f"round {i + 1}/{a.rounds} ...")
       for name, run in runs.items():
-        per[name].append(common.timed(run, 1)[0])
-    out["rounds_s"] = per
+        t0 = time.perf_counter()
+        m = run()
+        per[name].append(time.perf_counter() - t0)
+        longest[name].append(int(m["response_length/max"]))
+    out["rounds_s"], out["rounds_longest_response"] = per, longest
     ratios = lambda side: [x / y for x, y in zip(per["padded"], per[side])]
     out["speedup_rounds"] = statistics.median(ratios("packed"))
     if a.max_num_seqs:
