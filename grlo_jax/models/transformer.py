@@ -348,11 +348,9 @@ class Transformer(nnx.Module):
     cfg = self.cfg
     f32 = jnp.float32
     if cfg.head == "lm":
-      if cfg.tie_word_embeddings:
-        return jnp.einsum("btd,vd->btv", x_btd, self.embed_vd.value.astype(x_btd.dtype),
-                          preferred_element_type=f32)
-      return jnp.einsum("btd,dv->btv", x_btd, self.lm_head_dv.value.astype(x_btd.dtype),
-                        preferred_element_type=f32)
+      w, layout = self.lm_head_weight()
+      spec = "btd,dv->btv" if layout == "dv" else "btd,vd->btv"
+      return jnp.einsum(spec, x_btd, w.astype(x_btd.dtype), preferred_element_type=f32)
     if cfg.head == "value":
       v_bt = jnp.einsum("btd,d->bt", x_btd, self.value_d.value.astype(x_btd.dtype),
                         preferred_element_type=f32)
