@@ -2,8 +2,7 @@
 
   seconds = phases.seconds_by_phase(jitted, args, run, PHASES)
 
-The RL step names its phases with `jax.named_scope` (rollout, pack, old_log_prob, ref_log_prob,
-values, reward, actor_update, critic_update). XLA keeps a scope in each instruction's `op_name`
+The RL step names its phases with `jax.named_scope` (`rl.step.PHASES`). XLA keeps a scope in each instruction's `op_name`
 metadata; on CPU the trace has one event per executed instruction (fusions, dots, copies). Each
 event's time goes to the first phase named in its instruction's op_name, else to "other" (the
 optimizer, advantages, and the instructions XLA adds without metadata, such as those inside a
@@ -23,8 +22,8 @@ from collections.abc import Callable, Sequence
 
 import jax
 
-STEP_PHASES = ("rollout", "pack", "old_log_prob", "ref_log_prob", "values", "reward", "actor_update",
-               "critic_update")
+from grlo_jax.rl.step import PHASES as STEP_PHASES
+
 _CONTROL = ("while", "cond", "conditional", "call", "ThunkExecutor", "$")  # events that contain others
 
 

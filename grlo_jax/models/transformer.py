@@ -168,6 +168,13 @@ def _block(cfg: ModelConfig, inv_freq: jax.Array, x_btd: jax.Array, p: dict[str,
   return sharding.constrain(x_btd, ("batch", "seq", "act_embed")), new_kv
 
 
+def lm_logits(x_xd: jax.Array, w: jax.Array, layout: str) -> jax.Array:
+  """float32 logits [..., V] of hidden states [..., D] through the LM matrix `w`: [D, V] for
+  layout "dv" (`lm_head_dv`), [V, D] for "vd" (a tied `embed_vd`)."""
+  spec = "...d,dv->...v" if layout == "dv" else "...d,vd->...v"
+  return jnp.einsum(spec, x_xd, w, preferred_element_type=jnp.float32)
+
+
 def segment_positions(segment_ids_bt: jax.Array) -> jax.Array:
   """[B, T] int32 position of each token inside its (contiguous) segment: 0 where it starts."""
   t = segment_ids_bt.shape[1]
@@ -349,8 +356,7 @@ class Transformer(nnx.Module):
     f32 = jnp.float32
     if cfg.head == "lm":
       w, layout = self.lm_head_weight()
-      spec = "btd,dv->btv" if layout == "dv" else "btd,vd->btv"
-      return jnp.einsum(spec, x_btd, w.astype(x_btd.dtype), preferred_element_type=f32)
+      return lm_logits(x_btd, w.astype(x_btd.dtype), layout)
     if cfg.head == "value":
       v_bt = jnp.einsum("btd,d->bt", x_btd, self.value_d.value.astype(x_btd.dtype),
                         preferred_element_type=f32)

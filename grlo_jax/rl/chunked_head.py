@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from grlo_jax import sharding
+from grlo_jax.models.transformer import lm_logits
 
 
 def logprobs(x_dnd: jax.Array, w: jax.Array, labels_dn: jax.Array, count: jax.Array, *, chunk: int,
@@ -41,8 +42,7 @@ def logprobs(x_dnd: jax.Array, w: jax.Array, labels_dn: jax.Array, count: jax.Ar
 
 
 def _logits(x_kd, w, temperature: float, w_layout: str) -> jax.Array:
-  spec = "kd,dv->kv" if w_layout == "dv" else "kd,vd->kv"
-  return jnp.einsum(spec, x_kd, w, preferred_element_type=jnp.float32) / temperature
+  return lm_logits(x_kd, w, w_layout) / temperature
 
 
 def _chunk(x_dnd, labels_dn, i, chunk: int):

@@ -32,6 +32,12 @@ from grlo_jax.rl.state import TrainState
 from grlo_jax.sampling import SampleOutput, SamplingParams
 
 
+# The step's `jax.named_scope`s, in order: XLA keeps them in each instruction's op_name, so a
+# profile attributes time by phase (benchmarks/phases.py).
+PHASES = ("rollout", "pack", "old_log_prob", "ref_log_prob", "values", "reward", "actor_update",
+          "critic_update")
+
+
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
   """Static knobs of the step (verl names)."""
@@ -189,7 +195,7 @@ def make_train_step(cfg: RLConfig, defs: GraphDefs, txs: Optimizers, reward_fn: 
     group_b = jnp.repeat(jnp.arange(b // cfg.n, dtype=jnp.int32), cfg.n)
 
     # Rollout: over rollout.max_num_seqs slots (continuous batching), or all rows at once.
-    with jax.named_scope("rollout"):  # phase names show in profiles (op_name metadata)
+    with jax.named_scope("rollout"):
       roll, roll_stats = rollout.generate(nnx.merge(defs.actor, state.actor), prompt_ids_bp, prompt_mask_bp, rng,
                                           cfg.sampling)
     resp_br, mask_br = roll.tokens, roll.mask
