@@ -1,5 +1,8 @@
 """Scanned layers: compile time does not grow with depth."""
 
+import json
+import subprocess
+import sys
 import time
 
 import jax
@@ -22,17 +25,23 @@ def _compile_seconds(model) -> float:
   return seconds
 
 
-def test_36_layers_compile_within_2x_of_2_layers():
+def best_compile_seconds() -> dict[str, float]:
+  """Best of four compiles of a 2-layer and a 36-layer model, interleaved (a busy spell on a shared
+  machine slows both depths alike), with no persistent compilation cache."""
+  jax.config.update("jax_enable_compilation_cache", False)
   shallow, deep = _model(2), _model(36)
   two = thirty_six = float("inf")
-  # The suite's persistent cache would turn a slow compile's repeats into cache loads.
-  cached = jax.config.jax_enable_compilation_cache
-  jax.config.update("jax_enable_compilation_cache", False)
-  try:
-    # Interleaved, the best of four each: a busy spell on a shared machine slows both depths alike.
-    for _ in range(4):
-      two = min(two, _compile_seconds(shallow))
-      thirty_six = min(thirty_six, _compile_seconds(deep))
-  finally:
-    jax.config.update("jax_enable_compilation_cache", cached)
-  assert thirty_six <= 2 * two, f"36 layers: {thirty_six:.2f}s, 2 layers: {two:.2f}s"
+  for _ in range(4):
+    two = min(two, _compile_seconds(shallow))
+    thirty_six = min(thirty_six, _compile_seconds(deep))
+  return {"two": two, "thirty_six": thirty_six}
+
+
+def test_36_layers_compile_within_2x_of_2_layers():
+  # In a fresh process: late in the suite, the test process's own state (caches, heap) once made
+  # the deep compile 4x the shallow one here, while the same test alone gave under 2x.
+  code = "import json; from tests.models import test_compile as t; print(json.dumps(t.best_compile_seconds()))"
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  s = json.loads(out.stdout.strip().splitlines()[-1])
+  assert s["thirty_six"] <= 2 * s["two"], f"36 layers: {s['thirty_six']:.2f}s, 2 layers: {s['two']:.2f}s"
