@@ -48,7 +48,7 @@ def bench_ours(path, ids_bp, new_tokens, repeats):
 def bench_long_tail(path, a):
   from flax import nnx
 
-  from grlo_jax import rollout, sampling
+  from grlo_jax import rollout, sampling, static_sampler
 
   model = models.load_pretrained(path, dtype="float32")
   cfg = model.cfg
@@ -62,7 +62,7 @@ def bench_long_tail(path, a):
   slot_counts = [int(x) for x in str(a.max_num_seqs).split(",")]
   for name, s in [("static", None)] + [(f"continuous_{n}", n) for n in slot_counts]:
     p = dataclasses.replace(base, max_num_seqs=s, prefill_chunk=a.prefill_chunk) if s else base
-    fn = rollout._generate_jit if s else sampling._generate_jit  # the jitted rollout, for its memory
+    fn = rollout._generate_jit if s else static_sampler._generate_jit  # the jitted rollout, for its memory
     temp = fn.lower(graphdef, state, ids_bp, mask_bp, rng, p).compile().memory_analysis().temp_size_in_bytes
 
     last = {}

@@ -25,13 +25,16 @@ the batched matrix products).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
 from grlo_jax import sharding
 from grlo_jax.models import KVCache, Transformer
-from grlo_jax.sampling import SampleOutput, SamplingParams, finish, is_stop, sample_logits
+from grlo_jax import static_sampler
+from grlo_jax.decoding import SampleOutput, SamplingParams, finish, is_stop, sample_logits
 
 READ_BLOCK = 128  # cache slots: a decode step's attention length is a multiple of this
 
@@ -268,8 +271,8 @@ def generate(model: Transformer, input_ids_bp: jax.Array, attention_mask_bp: jax
   batching; all B rows at once, the static sampler, when it is None or >= B); returns the
   output in the batch's row order, as `sampling.generate_with_params`, and the loop's counts."""
   if not params.max_num_seqs or params.max_num_seqs >= input_ids_bp.shape[0]:
-    from grlo_jax.sampling import generate_with_params
-    out = generate_with_params(model, input_ids_bp, attention_mask_bp, rng, params)
+    params = dataclasses.replace(params, max_num_seqs=None, prefill_chunk=SamplingParams.prefill_chunk)
+    out = static_sampler.generate(model, input_ids_bp, attention_mask_bp, rng, params)
     return out, static_stats(out)
   if params.prefill_chunk < 1:
     raise ValueError(f"rollout.prefill_chunk={params.prefill_chunk}; needs >= 1")

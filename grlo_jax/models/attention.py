@@ -32,7 +32,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from grlo_jax.models import chunked_attention, kernels
 from grlo_jax.models.config import ATTENTION_IMPLEMENTATIONS as IMPLEMENTATIONS
+from grlo_jax.models.masks import allowed_mask  # re-exported: attention.allowed_mask
 
 AUTO_DENSE_MAX = 128  # CPU: dense is as fast up to this row length; chunked is faster above (docs/benchmarks.md)
 _NEG_INF = -1e30  # finite, so a fully masked row stays NaN-free
@@ -55,16 +57,6 @@ def resolve(impl: str, t: int, s: int, backend: str | None = None) -> str:
   if backend == "gpu":
     return "pallas_gpu"
   return "xla" if max(t, s) <= AUTO_DENSE_MAX else "chunked"
-
-
-def allowed_mask(q_segment_ids_bt: jax.Array, kv_segment_ids_bs: jax.Array,
-                 q_offset: jax.Array | int = 0) -> jax.Array:
-  """[B, T, S] bool: query t may attend key s (same non-zero segment, causal)."""
-  t, s = q_segment_ids_bt.shape[1], kv_segment_ids_bs.shape[1]
-  q_slot_bt = jnp.arange(t)[None] + jnp.asarray(q_offset, jnp.int32).reshape(-1, 1)
-  causal_bts = jnp.arange(s)[None, None, :] <= q_slot_bt[:, :, None]
-  same_bts = q_segment_ids_bt[:, :, None] == kv_segment_ids_bs[:, None, :]
-  return causal_bts & same_bts & (kv_segment_ids_bs != 0)[:, None, :]
 
 
 def attend(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array, q_segment_ids_bt: jax.Array,
@@ -92,9 +84,7 @@ def attend(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array, q_segment_id
   if impl == "xla":
     return dense(q_btnh, k_bskh, v_bskh, allowed_mask(q_seg, kv_seg, q_offset))
   if impl == "chunked":
-    from grlo_jax.models import chunked_attention
     return chunked_attention.attend(q_btnh, k_bskh, v_bskh, q_seg, kv_seg, q_offset, block=block)
-  from grlo_jax.models import kernels  # TPU / GPU kernels that ship with jax
   return kernels.attend(impl, q_btnh, k_bskh, v_bskh, q_seg, kv_seg, q_offset, self_attention=self_attention)
 
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from grlo_jax.models import chunked_attention
+from grlo_jax.models.masks import allowed_mask
 
 
 def _round_up(x: int, m: int) -> int:
@@ -30,8 +31,7 @@ def attend(impl: str, q_btnh, k_bskh, v_bskh, q_seg_bt, kv_seg_bs, q_offset, *,
            self_attention: bool) -> jax.Array:
   """[B, T, N, H]; `self_attention`: the keys are the queries' row (same segment ids, offset 0)."""
   if impl == "cudnn":
-    from grlo_jax.models import attention
-    mask_b1ts = attention.allowed_mask(q_seg_bt, kv_seg_bs, q_offset)[:, None]
+    mask_b1ts = allowed_mask(q_seg_bt, kv_seg_bs, q_offset)[:, None]
     o = jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask_b1ts, implementation="cudnn")
     return jnp.where(jnp.any(mask_b1ts, axis=-1).transpose(0, 2, 1)[..., None], o, 0).astype(q_btnh.dtype)
   if not self_attention:
