@@ -223,3 +223,18 @@ def get_adv_estimator_fn(name: str) -> Callable[..., tuple[jax.Array, jax.Array]
   if name not in ADV_ESTIMATORS:
     raise ValueError(f"Unknown advantage estimator {name!r}; known: {sorted(ADV_ESTIMATORS)}")
   return ADV_ESTIMATORS[name]
+
+
+def compute_advantage(name: str, rewards_br: jax.Array, values_br: jax.Array | None, mask_br: jax.Array,
+                      group_b: jax.Array, *, gamma: float = 1.0, lam: float = 1.0,
+                      norm_adv_by_std_in_grpo: bool = True) -> tuple[jax.Array, jax.Array]:
+  """(advantages, returns) [B, R] of the estimator `name`, each given the inputs it reads:
+  values (gae), group ids (grpo, rloo), gamma / lam (gae), gamma (reinforce_plus_plus)."""
+  estimator = get_adv_estimator_fn(name)
+  if name == "gae":
+    return estimator(rewards_br, values_br, mask_br, gamma, lam)
+  if name == "grpo":
+    return estimator(rewards_br, mask_br, group_b, norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo)
+  if name == "rloo":
+    return estimator(rewards_br, mask_br, group_b)
+  return estimator(rewards_br, mask_br, gamma)
