@@ -96,24 +96,18 @@ def bench(a, cfg: RLConfig, step, st, batch, models_, template, p):
   m = jax.device_get(box["m"])
   by_phase = phases.seconds_by_phase(step, (box["st"], batch, jax.random.key(0)), run) if a.phases else None
   lp, lr = m["lengths/prompt_b"], m["lengths/response_b"]
-  extra = len(template.turn_end_ids)
-  useful = rl_flops.useful_step_flops(cfg, policy_cfg, lp, lr, critic=critic_cfg, rm=rm_cfg, rm_extra=extra)
   r = cfg.sampling.max_new_tokens
-  if cfg.use_dynamic_bsz:
-    computed = rl_flops.packed_step_flops(
-        cfg, policy_cfg, a.prompts, p, float(m["perf/packed_rows"]), cfg.ppo_max_token_len_per_device,
-        head_positions=float(m["perf/packed_head_positions"]),
-        critic=critic_cfg, rm=rm_cfg, rm_rows=float(m["perf/packed_rm_rows"]),
-        rm_row_len=cfg.ppo_max_token_len_per_device + extra, decode_tokens=int(lr.max()))
-  else:
-    computed = rl_flops.step_flops(cfg, policy_cfg, a.prompts, p, critic=critic_cfg, rm=rm_cfg,
-                                   rm_len=template.input_length(p, r), decode_tokens=int(lr.max()))
+  useful, computed = rl_flops.measured_step_flops(cfg, policy_cfg, m, a.prompts, p, critic=critic_cfg, rm=rm_cfg,
+                                                  rm_len=template.input_length(p, r),
+                                                  rm_extra=len(template.turn_end_ids))
+  ratios = rl_flops.flop_ratios(useful, computed)
   return run, {"median_s": sec, "times_s": times, "compile_s": first - sec,
           "tokens": {"prompt": int(lp.sum()), "response": int(lr.sum()), "padded": a.prompts * (p + r)},
           "response_length": {"mean": float(lr.mean()), "max": int(lr.max()), "min": int(lr.min())},
           "passes_gflop": {"computed": _passes(computed) / 1e9, "useful": _passes(useful) / 1e9},
           "computed_over_useful": _passes(computed) / _passes(useful),
           "step_computed_over_useful": computed["total"] / useful["total"],
+          "flop_ratios": {k.removeprefix("perf/"): v for k, v in ratios.items()},
           **({"phases_s": by_phase} if by_phase else {}),
           **({"rows": float(m["perf/packed_rows"]), "rm_rows": float(m["perf/packed_rm_rows"])}
              if cfg.use_dynamic_bsz else {})}

@@ -45,6 +45,12 @@ def refill_rows(num_slots: int) -> int:
   return max(1, num_slots // 8)
 
 
+def prefill_chunk(p: SamplingParams, prompt_len: int) -> int:
+  """Tokens a refill's prefill runs at a time: `p.prefill_chunk`, or the prompt width when that is
+  shorter (a wider chunk only computes padding)."""
+  return max(1, min(p.prefill_chunk, prompt_len))
+
+
 DRAIN_STEPS = 3  # halvings in the drain: each is one more compiled decode step
 
 
@@ -55,30 +61,46 @@ def drain_sizes(num_slots: int) -> list[int]:
 
 @struct.dataclass
 class RolloutStats:
+  """What the rollout computed, counted in the loop: the numerator of `perf/rollout_flop_ratio`
+  (`rl.flops.rollout_flops`) and the slot utilisation."""
+
   decode_iterations: jax.Array  # int32: decode steps run, at any batch size
   row_steps: jax.Array  # int32: sum over decode steps of the batch size each ran at
   decode_tokens: jax.Array  # int32: tokens those steps sampled (a row's first comes from its prefill)
   refills: jax.Array  # int32: refill rounds (prefills of waiting prompts into free slots)
+  prefill_rows: jax.Array  # int32: rows prefilled (the head samples one token for each)
+  prefill_tokens: jax.Array  # int32: token positions the prefills computed (rows x chunk x chunks run)
+  prefill_pairs: jax.Array  # float32: query-key pairs of the prefills' attention (keys up to each chunk's end)
+  decode_pairs: jax.Array  # float32: query-key pairs of the decode steps (rows x cache slots read)
 
   @classmethod
   def zeros(cls) -> RolloutStats:
-    z = jnp.zeros((), jnp.int32)
-    return cls(decode_iterations=z, row_steps=z, decode_tokens=z, refills=z)
+    z, zf = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
+    return cls(decode_iterations=z, row_steps=z, decode_tokens=z, refills=z, prefill_rows=z, prefill_tokens=z,
+               prefill_pairs=zf, decode_pairs=zf)
 
   def metrics(self) -> dict[str, jax.Array]:
     """`rollout/slot_utilization` = decode-sampled tokens / row-steps computed, and the counts."""
+    f = lambda x: x.astype(jnp.float32)
     return {"rollout/slot_utilization": self.decode_tokens / jnp.maximum(self.row_steps, 1).astype(jnp.float32),
-            "rollout/decode_iterations": self.decode_iterations.astype(jnp.float32),
-            "rollout/refills": self.refills.astype(jnp.float32)}
+            "rollout/decode_iterations": f(self.decode_iterations), "rollout/refills": f(self.refills),
+            "rollout/row_steps": f(self.row_steps), "rollout/prefill_rows": f(self.prefill_rows),
+            "rollout/prefill_tokens": f(self.prefill_tokens), "rollout/prefill_pairs": self.prefill_pairs,
+            "rollout/decode_pairs": self.decode_pairs}
 
 
-def static_stats(out: SampleOutput) -> RolloutStats:
-  """The static sampler's counts: every decode step runs all B rows until the longest stops."""
-  b = out.lengths.shape[0]
+def static_stats(out: SampleOutput, prompt_len: int) -> RolloutStats:
+  """The static sampler's counts: a prefill of all B rows, then every decode step runs all B rows
+  over the whole cache (P + N slots) until the longest stops."""
+  b, n = out.tokens.shape
   steps = jnp.maximum(jnp.max(out.lengths) - 1, 0)
+  p = prompt_len
   return RolloutStats(decode_iterations=steps, row_steps=steps * b,
                       decode_tokens=jnp.sum(jnp.maximum(out.lengths - 1, 0)),
-                      refills=jnp.zeros((), jnp.int32))
+                      refills=jnp.zeros((), jnp.int32), prefill_rows=jnp.asarray(b, jnp.int32),
+                      prefill_tokens=jnp.asarray(b * p, jnp.int32),
+                      prefill_pairs=jnp.asarray(b * p * (p + 1) / 2, jnp.float32),
+                      decode_pairs=(steps * b).astype(jnp.float32) * (p + n))
 
 
 @struct.dataclass
@@ -123,10 +145,10 @@ def align_left(ids_bp: jax.Array, mask_bp: jax.Array) -> tuple[jax.Array, jax.Ar
 
 
 def _prefill(model: Transformer, layers, ids_gp: jax.Array, len_g: jax.Array, chunk: int,
-             dtype: str | None) -> tuple[KVCache, jax.Array]:
+             dtype: str | None) -> tuple[KVCache, jax.Array, jax.Array]:
   """Left-aligned prompts [G, P] (lengths len_g) through the model `chunk` tokens at a time, for as
   many chunks as the longest needs: (the [G]-row cache of P' >= P slots, hidden state [G, D] at
-  each row's last prompt token)."""
+  each row's last prompt token, the chunks run)."""
   g, p = ids_gp.shape
   n_chunks = -(-p // chunk)
   ids_gp = jnp.pad(ids_gp, ((0, 0), (0, n_chunks * chunk - p)))
@@ -148,8 +170,8 @@ def _prefill(model: Transformer, layers, ids_gp: jax.Array, len_g: jax.Array, ch
     return c + 1, cache, jnp.where(here_g[:, None], x_last_gd, x_gd)
 
   need = -(-jnp.max(len_g) // chunk)
-  _, cache, x_gd = jax.lax.while_loop(lambda s: s[0] < need, body, (jnp.zeros((), jnp.int32), cache, x_gd))
-  return cache, x_gd
+  chunks, cache, x_gd = jax.lax.while_loop(lambda s: s[0] < need, body, (jnp.zeros((), jnp.int32), cache, x_gd))
+  return cache, x_gd, chunks
 
 
 def _refill(model: Transformer, layers, st: _State, ids_bp, len_b, rng, p: SamplingParams,
@@ -163,7 +185,8 @@ def _refill(model: Transformer, layers, st: _State, ids_bp, len_b, rng, p: Sampl
   rows_g = jnp.minimum(st.next_q + jnp.arange(g), b - 1)
   slot_g = jnp.where(ok_g, jnp.nonzero(~sl.live_s, size=g, fill_value=s)[0], s)  # s: dropped
   len_g = jnp.where(ok_g, len_b[rows_g], 0)
-  pre, x_gd = _prefill(model, layers, ids_bp[rows_g], len_g, p.prefill_chunk, p.cache_dtype)
+  chunk = prefill_chunk(p, prompt_len)
+  pre, x_gd, chunks = _prefill(model, layers, ids_bp[rows_g], len_g, chunk, p.cache_dtype)
   keys_g = _row_keys(rng, rows_g, jnp.zeros_like(rows_g), p.max_new_tokens)
   tok_g, logp_g = sample_logits(model.head(x_gd[:, None])[:, 0], keys_g, p)
   tokens_bn, logp_bn = _write(st.tokens_bn, st.logp_bn, rows_g, jnp.zeros_like(rows_g), ok_g, tok_g, logp_g)
@@ -185,8 +208,12 @@ def _refill(model: Transformer, layers, st: _State, ids_bp, len_b, rng, p: Sampl
   slots = _Slots(cache=cache, row_s=sl.row_s.at[slot_g].set(rows_g, mode="drop"),
                  t_s=sl.t_s.at[slot_g].set(1, mode="drop"), last_s=sl.last_s.at[slot_g].set(tok_g, mode="drop"),
                  live_s=sl.live_s.at[slot_g].set(live_g, mode="drop"))
-  return st.replace(slots=slots, tokens_bn=tokens_bn, logp_bn=logp_bn, next_q=st.next_q + k,
-                    stats=st.stats.replace(refills=st.stats.refills + 1))
+  # Chunk c's queries see keys up to its end: chunk x (c + 1) chunk each, summed over the chunks.
+  pairs = (g * chunk * chunk) * (chunks * (chunks + 1) / 2)
+  stats = st.stats.replace(refills=st.stats.refills + 1, prefill_rows=st.stats.prefill_rows + g,
+                           prefill_tokens=st.stats.prefill_tokens + g * chunk * chunks,
+                           prefill_pairs=st.stats.prefill_pairs + pairs)
+  return st.replace(slots=slots, tokens_bn=tokens_bn, logp_bn=logp_bn, next_q=st.next_q + k, stats=stats)
 
 
 def _decode(model: Transformer, layers, st: _State, rng, p: SamplingParams) -> _State:
@@ -200,8 +227,11 @@ def _decode(model: Transformer, layers, st: _State, rng, p: SamplingParams) -> _
   live_s = sl.live_s & ~is_stop(tok_s, p) & (t_s < p.max_new_tokens)
   cache = cache.replace(index=jnp.where(live_s, cache.index, 0))  # free slots read nothing
   stats = st.stats
+  filled = jnp.max(jnp.where(sl.live_s, sl.cache.index, 0)) + 1  # as the model's ragged decode reads
+  read = jnp.minimum(-(-filled // READ_BLOCK) * READ_BLOCK, sl.cache.max_len)
   stats = stats.replace(decode_iterations=stats.decode_iterations + 1, row_steps=stats.row_steps + s,
-                        decode_tokens=stats.decode_tokens + sl.live_s.sum(dtype=jnp.int32))
+                        decode_tokens=stats.decode_tokens + sl.live_s.sum(dtype=jnp.int32),
+                        decode_pairs=stats.decode_pairs + (s * read).astype(jnp.float32))
   return st.replace(slots=_Slots(cache=cache, row_s=sl.row_s, t_s=t_s, last_s=tok_s, live_s=live_s),
                     tokens_bn=tokens_bn, logp_bn=logp_bn, stats=stats)
 
@@ -273,7 +303,7 @@ def generate(model: Transformer, input_ids_bp: jax.Array, attention_mask_bp: jax
   if not params.max_num_seqs or params.max_num_seqs >= input_ids_bp.shape[0]:
     params = dataclasses.replace(params, max_num_seqs=None, prefill_chunk=SamplingParams.prefill_chunk)
     out = static_sampler.generate(model, input_ids_bp, attention_mask_bp, rng, params)
-    return out, static_stats(out)
+    return out, static_stats(out, input_ids_bp.shape[1])
   if params.prefill_chunk < 1:
     raise ValueError(f"rollout.prefill_chunk={params.prefill_chunk}; needs >= 1")
   graphdef, state = nnx.split(model)

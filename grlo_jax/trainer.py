@@ -142,40 +142,27 @@ def _reward_fn(c: ml_collections.ConfigDict, defs: GraphDefs, prompts: data.Prom
                         route=c.reward.route)
 
 
-def _step_flops_fn(c: ml_collections.ConfigDict, rl: RLConfig, mdl) -> Callable[[dict, int], tuple[float, float]]:
-  """(a step's metrics, its prompt width) -> (FLOPs of its real tokens, FLOPs it computed),
-  matrix products (`rl.flops`). The in-graph RM input is counted as prompt + response: the chat
-  template's few closing tokens are left out."""
+def _step_flops_fn(c: ml_collections.ConfigDict, rl: RLConfig, mdl) -> Callable[[dict, int], tuple[dict, dict]]:
+  """(a step's metrics, its prompt width) -> (FLOPs of its real tokens, FLOPs it computed) by
+  phase (`rl.flops.measured_step_flops`). The in-graph RM input is counted as prompt + response:
+  the chat template's few closing tokens are left out."""
   r = rl.sampling.max_new_tokens
-  critic = None if mdl.critic is None else mdl.critic.cfg
-  rm = None if mdl.rm is None else mdl.rm.cfg
-  kw = dict(critic=critic, rm=rm)
+  kw = dict(critic=None if mdl.critic is None else mdl.critic.cfg, rm=None if mdl.rm is None else mdl.rm.cfg)
 
-  def flops(m: dict, p: int) -> tuple[float, float]:
+  def flops(m: dict, p: int) -> tuple[dict, dict]:
     rm_len = c.reward.rm_max_length if c.reward.retokenize else p + r
-    useful = rl_flops.useful_step_flops(rl, mdl.actor.cfg, m["lengths/prompt_b"], m["lengths/response_b"],
-                                        **kw)["total"]
-    decode = int(m["response_length/max"])
-    if rl.use_dynamic_bsz:
-      row_len = rl.ppo_max_token_len_per_device
-      computed = rl_flops.packed_step_flops(
-          rl, mdl.actor.cfg, c.data.train_batch_size, p, float(m["perf/packed_rows"]), row_len,
-          head_positions=float(m["perf/packed_head_positions"]),
-          rm_rows=float(m.get("perf/packed_rm_rows", 0.0)), rm_row_len=row_len + rm_len - (p + r),
-          decode_tokens=decode, **kw)["total"]
-    else:
-      computed = rl_flops.step_flops(rl, mdl.actor.cfg, c.data.train_batch_size, p, rm_len=rm_len,
-                                     decode_tokens=decode, **kw)["total"]
-    return float(useful), float(computed)
+    return rl_flops.measured_step_flops(rl, mdl.actor.cfg, m, c.data.train_batch_size, p, rm_len=rm_len, **kw)
 
   return flops
 
 
-def _perf(flop: float, computed: float, seconds: float, peak_tflops: float) -> dict[str, float]:
+def _perf(useful: dict, computed: dict, seconds: float, peak_tflops: float) -> dict[str, float]:
   """Step TFLOP/s of the real tokens (verl's convention) over all devices and, given each device's
-  dense peak, the model FLOPs utilisation; what padding still costs as computed / real FLOPs."""
+  dense peak, the model FLOPs utilisation; what padding still costs as computed / real FLOPs, for
+  the whole step, the rollout and the scoring + update passes."""
+  flop, comp = useful["total"], computed["total"]
   out = {"perf/tflop_per_step": flop / 1e12, "perf/tflops_per_s": flop / seconds / 1e12,
-         "perf/computed_tflop_per_step": computed / 1e12, "perf/computed_flop_ratio": computed / flop}
+         "perf/computed_tflop_per_step": comp / 1e12} | rl_flops.flop_ratios(useful, computed)
   if peak_tflops > 0:
     out["perf/mfu"] = out["perf/tflops_per_s"] / (peak_tflops * jax.device_count())
   return out

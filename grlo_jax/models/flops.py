@@ -26,8 +26,9 @@ def head_weights(cfg: ModelConfig) -> int:
   return cfg.hidden_size * {"lm": cfg.vocab_size, "value": 1, "score": cfg.num_labels}[cfg.head]
 
 
-def _attention(cfg: ModelConfig, rows: int, query_key_pairs: int) -> int:
-  return 4 * rows * query_key_pairs * cfg.num_heads * cfg.head_dim * cfg.num_layers
+def attention_flops(cfg: ModelConfig, rows: int, query_key_pairs: float) -> int:
+  """Attention's two products (q.k and p.v) over `query_key_pairs` pairs a row, all layers."""
+  return int(4 * rows * query_key_pairs * cfg.num_heads * cfg.head_dim * cfg.num_layers)
 
 
 def forward_flops(cfg: ModelConfig, rows: int, seq_len: int, head_positions: int | None = None, *,
@@ -38,7 +39,7 @@ def forward_flops(cfg: ModelConfig, rows: int, seq_len: int, head_positions: int
   if head_positions is None:
     head_positions = 1 if cfg.head == "score" else t
   pairs = t * (t + 1) // 2 if causal else t * t
-  return (2 * rows * t * layer_weights(cfg) * cfg.num_layers + _attention(cfg, rows, pairs)
+  return (2 * rows * t * layer_weights(cfg) * cfg.num_layers + attention_flops(cfg, rows, pairs)
           + 2 * rows * head_positions * head_weights(cfg))
 
 
@@ -55,5 +56,5 @@ def generate_flops(cfg: ModelConfig, rows: int, prompt_len: int, new_tokens: int
   else:
     pairs = (p + steps) * (p + n)
   tokens = p + steps
-  return (2 * rows * tokens * layer_weights(cfg) * cfg.num_layers + _attention(cfg, rows, pairs)
+  return (2 * rows * tokens * layer_weights(cfg) * cfg.num_layers + attention_flops(cfg, rows, pairs)
           + 2 * rows * (1 + steps) * head_weights(cfg))

@@ -10,8 +10,8 @@ backward, critic forward + backward) over every response. Remat's recomputation 
 from __future__ import annotations
 
 from grlo_jax.models.config import ModelConfig
-from grlo_jax.models.flops import forward_flops, generate_flops, head_weights
-from grlo_jax.rl.step import RLConfig
+from grlo_jax.models.flops import attention_flops, forward_flops, generate_flops, head_weights, layer_weights
+from grlo_jax.rl.config import RLConfig
 
 
 def step_flops(cfg: RLConfig, actor: ModelConfig, prompts: int, prompt_len: int, *,
@@ -92,3 +92,49 @@ def packed_step_flops(cfg: RLConfig, actor: ModelConfig, prompts: int, prompt_le
   }
   out.pop("total")
   return out | {"total": sum(out.values())}
+
+
+def measured_step_flops(cfg: RLConfig, actor: ModelConfig, m: dict, prompts: int, prompt_width: int, *,
+                        critic: ModelConfig | None = None, rm: ModelConfig | None = None, rm_len: int = 0,
+                        rm_extra: int = 0, causal: bool = True) -> tuple[dict[str, int], dict[str, int]]:
+  """(useful, computed) FLOPs by phase of one step, from its metrics `m` (host values): the real
+  lengths (`lengths/*`) give the useful ones; the computed ones are the packed rows the passes ran
+  (`perf/packed_*`) or the padded shapes, and the rollout's own counts (`rollout/*`,
+  `rollout_flops`). The RM scores `rm_len` tokens a padded row, `rm_extra` more than prompt +
+  response a real one."""
+  useful = useful_step_flops(cfg, actor, m["lengths/prompt_b"], m["lengths/response_b"], critic=critic, rm=rm,
+                             rm_extra=rm_extra, causal=causal)
+  p, r = prompt_width, cfg.sampling.max_new_tokens
+  kw = dict(critic=critic, rm=rm, decode_tokens=int(max(m["lengths/response_b"])), causal=causal)
+  if cfg.use_dynamic_bsz:
+    row_len = cfg.ppo_max_token_len_per_device
+    computed = packed_step_flops(cfg, actor, prompts, p, float(m["perf/packed_rows"]), row_len,
+                                 head_positions=float(m["perf/packed_head_positions"]),
+                                 rm_rows=float(m.get("perf/packed_rm_rows", 0.0)),
+                                 rm_row_len=row_len + rm_len - (p + r), **kw)
+  else:
+    computed = step_flops(cfg, actor, prompts, p, rm_len=rm_len, **kw)
+  computed["rollout"] = rollout_flops(actor, m)
+  computed["total"] = sum(v for k, v in computed.items() if k != "total")
+  return useful, computed
+
+
+def rollout_flops(actor: ModelConfig, counts: dict) -> int:
+  """FLOPs the rollout computed, from its own counts (the step's `rollout/*` metrics,
+  `rollout.RolloutStats`): every prefilled and decoded position through the layers, the
+  attention's query-key pairs, the head at each prefilled row's last token and every decode row."""
+  c = {k: float(v) for k, v in counts.items()}
+  positions = c["rollout/prefill_tokens"] + c["rollout/row_steps"]
+  heads = c["rollout/prefill_rows"] + c["rollout/row_steps"]
+  pairs = c["rollout/prefill_pairs"] + c["rollout/decode_pairs"]
+  return int(2 * positions * layer_weights(actor) * actor.num_layers + attention_flops(actor, 1, pairs)
+             + 2 * heads * head_weights(actor))
+
+
+def flop_ratios(useful: dict[str, int], computed: dict[str, int]) -> dict[str, float]:
+  """Computed / useful FLOPs: the whole step, the rollout, and the scoring + update passes."""
+  passes = lambda d: d["total"] - d["rollout"]
+  ratio = lambda a, b: a / b if b else 0.0
+  return {"perf/computed_flop_ratio": ratio(computed["total"], useful["total"]),
+          "perf/rollout_flop_ratio": ratio(computed["rollout"], useful["rollout"]),
+          "perf/passes_flop_ratio": ratio(passes(computed), passes(useful))}

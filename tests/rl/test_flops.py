@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from grlo_jax import models
+from grlo_jax.models.flops import generate_flops
 from grlo_jax.models.transformer import DECODE_PAD
 from grlo_jax.rewards.reward_model import RMTemplate
 from grlo_jax.rewards.score import make_reward_fn
@@ -53,3 +54,56 @@ def test_step_flops_match_xla(adv, n, recompute):
                                                        + c.intermediate_size)
   # What is left is XLA's count of elementwise work and AdamW: ~1% here.
   assert want["total"] + padding == pytest.approx(got, rel=0.03)
+
+
+def _rollout_counts(max_num_seqs):
+  """One greedy rollout of 3 left-padded prompts (real lengths 20, 12, 5 of P = 20), 4 new tokens,
+  no stop token: every row decodes all 4."""
+  model = models.init_model(_cfg("lm"))
+  p, n, lens = 20, 4, (20, 12, 5)
+  mask = np.stack([np.arange(p) >= p - l for l in lens]).astype(np.int32)
+  ids = np.where(mask, np.random.default_rng(0).integers(4, 1024, (3, p)), 0).astype(np.int32)
+  params = SamplingParams(max_new_tokens=n, temperature=0.0, max_num_seqs=max_num_seqs)
+  from grlo_jax import rollout
+  out, stats = rollout.generate(model, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0), params)
+  assert np.asarray(out.lengths).tolist() == [n] * 3
+  return model.cfg, p, n, lens, jax.device_get(stats.metrics())
+
+
+def _expected_flops(c, positions, heads, pairs):
+  lw = 2 * c.hidden_size * c.num_heads * c.head_dim + 2 * c.hidden_size * c.num_kv_heads * c.head_dim \
+      + 3 * c.hidden_size * c.intermediate_size
+  return (2 * positions * lw * c.num_layers + 4 * pairs * c.num_heads * c.head_dim * c.num_layers
+          + 2 * heads * c.hidden_size * c.vocab_size)
+
+
+def test_rollout_flops_count_what_the_engine_ran():
+  # One slot: each row is prefilled alone (one chunk of min(prefill_chunk, P) = 20 tokens, whose
+  # queries see keys up to its end), then decodes its 3 more tokens alone over the slots its
+  # cache holds (P + t filled, read in blocks of 128 capped at the cache's P + N = 24 slots).
+  c, p, n, lens, m = _rollout_counts(max_num_seqs=1)
+  chunk = min(128, p)
+  assert m["rollout/prefill_rows"] == 3 and m["rollout/row_steps"] == 3 * (n - 1)
+  assert m["rollout/prefill_tokens"] == sum(chunk * -(-l // chunk) for l in lens)
+  assert m["rollout/prefill_pairs"] == sum(chunk * chunk * k * (k + 1) / 2 for k in (-(-l // chunk) for l in lens))
+  assert m["rollout/decode_pairs"] == sum(min(-(-(l + t) // 128) * 128, p + n) for l in lens for t in range(1, n))
+  want = _expected_flops(c, m["rollout/prefill_tokens"] + m["rollout/row_steps"],
+                         m["rollout/prefill_rows"] + m["rollout/row_steps"],
+                         m["rollout/prefill_pairs"] + m["rollout/decode_pairs"])
+  assert rl_flops.rollout_flops(c, m) == pytest.approx(want, rel=1e-9)
+  useful = sum(generate_flops(c, 1, l, n) for l in lens)
+  assert 1.0 < rl_flops.rollout_flops(c, m) / useful < 2.0
+
+
+def test_static_rollout_flops_count_every_row_over_the_whole_cache():
+  c, p, n, lens, m = _rollout_counts(max_num_seqs=None)
+  assert m["rollout/prefill_tokens"] == 3 * p and m["rollout/row_steps"] == 3 * (n - 1)
+  assert m["rollout/prefill_pairs"] == 3 * p * (p + 1) / 2
+  assert m["rollout/decode_pairs"] == 3 * (n - 1) * (p + n)
+
+
+def test_flop_ratios_split_the_rollout_from_the_passes():
+  useful = {"rollout": 10, "update": 30, "total": 40}
+  computed = {"rollout": 15, "update": 33, "total": 48}
+  r = rl_flops.flop_ratios(useful, computed)
+  assert r == {"perf/computed_flop_ratio": 1.2, "perf/rollout_flop_ratio": 1.5, "perf/passes_flop_ratio": 1.1}

@@ -99,14 +99,17 @@ def test_rlvr_tiny_trains_with_the_verifier_on_eight_devices(tmp_path):
     rl, p = build.rl_config(c), c.data.max_prompt_length
     padded = rl_flops.step_flops(rl, models.preset("nano"), 8, p,
                                  decode_tokens=int(m["response_length/max"]))["total"]
-    computed = rl_flops.packed_step_flops(rl, models.preset("nano"), 8, p, m["perf/packed_rows"],
+    by_phase = rl_flops.packed_step_flops(rl, models.preset("nano"), 8, p, m["perf/packed_rows"],
                                           c.actor.ppo_max_token_len_per_device,
                                           head_positions=m["perf/packed_head_positions"],
-                                          decode_tokens=int(m["response_length/max"]))["total"]
+                                          decode_tokens=int(m["response_length/max"]))
+    by_phase["rollout"] = rl_flops.rollout_flops(models.preset("nano"), m)  # the engine's own counts
+    computed = sum(v for k, v in by_phase.items() if k != "total")
     assert m["perf/computed_tflop_per_step"] == pytest.approx(computed / 1e12)
     # 2 responses a device a mini-batch: one 320-token row each computes more than the padded 72s.
     assert m["perf/tflop_per_step"] < padded / 1e12 < m["perf/computed_tflop_per_step"]
     assert m["perf/computed_flop_ratio"] == pytest.approx(m["perf/computed_tflop_per_step"] / m["perf/tflop_per_step"])
+    assert m["perf/passes_flop_ratio"] > 1.0 and m["perf/rollout_flop_ratio"] > 1.0
     assert m["perf/tflops_per_s"] == pytest.approx(m["perf/tflop_per_step"] / m["time/step_s"], rel=1e-6)
     assert m["perf/mfu"] == pytest.approx(m["perf/tflops_per_s"] / (2.0 * 8))
 
