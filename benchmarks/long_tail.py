@@ -101,6 +101,9 @@ def bench(a, cfg: RLConfig, step, st, batch, models_, template, p):
                                                   rm_len=template.input_length(p, r),
                                                   rm_extra=len(template.turn_end_ids))
   ratios = rl_flops.flop_ratios(useful, computed)
+  # How the FLOP model counted the rollout before the engine counted its own work: a static
+  # decode of every row to the longest response.
+  static = rl_flops.step_flops(cfg, policy_cfg, a.prompts, p, decode_tokens=int(lr.max()))["rollout"]
   return run, {"median_s": sec, "times_s": times, "compile_s": first - sec,
           "tokens": {"prompt": int(lp.sum()), "response": int(lr.sum()), "padded": a.prompts * (p + r)},
           "response_length": {"mean": float(lr.mean()), "max": int(lr.max()), "min": int(lr.min())},
@@ -108,6 +111,7 @@ def bench(a, cfg: RLConfig, step, st, batch, models_, template, p):
           "computed_over_useful": _passes(computed) / _passes(useful),
           "step_computed_over_useful": computed["total"] / useful["total"],
           "flop_ratios": {k.removeprefix("perf/"): v for k, v in ratios.items()},
+          "rollout_flop_ratio_as_static_decode": static / useful["rollout"],
           **({"phases_s": by_phase} if by_phase else {}),
           **({"rows": float(m["perf/packed_rows"]), "rm_rows": float(m["perf/packed_rm_rows"])}
              if cfg.use_dynamic_bsz else {})}
@@ -141,6 +145,8 @@ def main():
   ap.add_argument("--tunix_python", default=None, help="Tunix venv's python: add Tunix's step on the same data")
   ap.add_argument("--rounds", type=int, default=0,
                   help="then this many interleaved rounds (one step of each side): median ratio per round")
+  ap.add_argument("--sides", default="padded,packed,recipe",
+                  help="which sides to run (recipe needs --max_num_seqs); speed-ups need padded")
   ap.add_argument("--phases", action="store_true",
                   help="trace one more step a side: seconds by phase (rollout, values, actor_update, ...)")
   a = ap.parse_args()
@@ -173,6 +179,7 @@ def main():
   if a.max_num_seqs:
     configs["recipe"] = dataclasses.replace(
         cfg_packed, sampling=dataclasses.replace(cfg.sampling, max_num_seqs=a.max_num_seqs))
+  configs = {k: v for k, v in configs.items() if k in a.sides.split(",")}
   sides, runs = {}, {}
   for name, c in configs.items():
     common.log(f"{name} ...")
@@ -182,8 +189,9 @@ def main():
     if name == "packed":
       packed_step = step
   out |= sides
-  out["speedup"] = sides["padded"]["median_s"] / sides["packed"]["median_s"]
-  if a.max_num_seqs:
+  if "padded" in sides and "packed" in sides:
+    out["speedup"] = sides["padded"]["median_s"] / sides["packed"]["median_s"]
+  if "padded" in sides and "recipe" in sides:
     out["speedup_recipe"] = sides["padded"]["median_s"] / sides["recipe"]["median_s"]
   if a.rounds:
     # One more step of each side in turn, `rounds` times: the sides of a round run seconds apart
