@@ -26,9 +26,10 @@ def head_weights(cfg: ModelConfig) -> int:
   return cfg.hidden_size * {"lm": cfg.vocab_size, "value": 1, "score": cfg.num_labels}[cfg.head]
 
 
-def attention_flops(cfg: ModelConfig, rows: int, query_key_pairs: float) -> int:
-  """Attention's two products (q.k and p.v) over `query_key_pairs` pairs a row, all layers."""
-  return int(4 * rows * query_key_pairs * cfg.num_heads * cfg.head_dim * cfg.num_layers)
+def attention_flops(cfg: ModelConfig, rows, query_key_pairs):
+  """Attention's two products (q.k and p.v) over `query_key_pairs` pairs a row, all layers
+  (ints, floats or NumPy arrays alike)."""
+  return 4 * rows * query_key_pairs * cfg.num_heads * cfg.head_dim * cfg.num_layers
 
 
 def forward_flops(cfg: ModelConfig, rows: int, seq_len: int, head_positions: int | None = None, *,

@@ -123,7 +123,8 @@ def rollout_flops(actor: ModelConfig, counts: dict) -> int:
   """FLOPs the rollout computed, from its own counts (the step's `rollout/*` metrics,
   `rollout.RolloutStats`): every prefilled and decoded position through the layers, the
   attention's query-key pairs, the head at each prefilled row's last token and every decode row."""
-  c = {k: float(v) for k, v in counts.items()}
+  c = {k: float(counts[k]) for k in ("rollout/prefill_tokens", "rollout/row_steps", "rollout/prefill_rows",
+                                      "rollout/prefill_pairs", "rollout/decode_pairs")}
   positions = c["rollout/prefill_tokens"] + c["rollout/row_steps"]
   heads = c["rollout/prefill_rows"] + c["rollout/row_steps"]
   pairs = c["rollout/prefill_pairs"] + c["rollout/decode_pairs"]
