@@ -158,7 +158,7 @@ def check(rl: RLConfig, lowered: jax.stages.Lowered, lower_with: Callable[[RLCon
   budget = [MAX_SEARCH_COMPILES]
   fits_cache: dict[tuple, StepBytes | None] = {}
 
-  def fits(cand: RLConfig) -> StepBytes | None:
+  def fits(cand: RLConfig, desc: str) -> StepBytes | None:
     """The candidate's bytes when it fits, else None (a candidate that fails to compile does not fit)."""
     key = (cand.ppo_max_token_len_per_device, cand.micro_batch_size, cand.sampling.max_num_seqs)
     if key not in fits_cache:
@@ -166,10 +166,11 @@ def check(rl: RLConfig, lowered: jax.stages.Lowered, lower_with: Callable[[RLCon
       try:
         got = StepBytes.of(lower_with(cand).compile(compiler_options=search_options or {}))
       except Exception as e:  # noqa: BLE001 (a value the step cannot take does not fit)
-        log.info("preflight: %s does not compile: %s", key, str(e).splitlines()[0] if str(e) else e)
+        log.info("preflight: %s does not compile: %s", desc, str(e).splitlines()[0] if str(e) else e)
         got = None
       fits_cache[key] = got if got is not None and got.added <= margin * have else None
-      log.info("preflight: tried %s: %s", key, "fits" if fits_cache[key] else "does not fit")
+      log.info("preflight: %s: %s beyond the arguments, %s", desc, _gib(got.added) if got else "-",
+               "fits" if fits_cache[key] else "does not fit")
     return fits_cache[key]
 
   chosen: list[tuple[str, int]] = []
@@ -182,7 +183,7 @@ def check(rl: RLConfig, lowered: jax.stages.Lowered, lower_with: Callable[[RLCon
     best = None
     while lo < hi and budget[0] > 0:
       mid = (lo + hi) // 2
-      got = fits(knob.apply(base, vals[mid]))
+      got = fits(knob.apply(base, vals[mid]), ", ".join(f"{k}={v}" for k, v in chosen + [(knob.key, vals[mid])]))
       if got:
         best, hi = (vals[mid], got), mid
       else:
