@@ -47,11 +47,11 @@ SIZES = {
                   ["--preset=nano", "--dtype=float32", "--lengths=128", "--impls=xla,chunked", "--check",
                    "--repeats=1"]),
     "long_tail": (["--preset=qwen3_0p6b", "--dtype=bfloat16", "--prompts=64", "--response_length=512",
-                   "--micro=16", "--repeats=2", "--short_vs_long=0", "--phases"],
+                   "--micro=16", "--repeats=1", "--short_vs_long=0", "--phases"],
                   ["--preset=nano", "--prompts=4", "--response_length=16", "--micro=2", "--repeats=1",
                    "--short_vs_long=0", "--phases"]),
     "decode": (["--long_tail", "--batch=128", "--max_num_seqs=64", "--new_tokens=512", "--mean_length=170",
-                "--prefill_chunk=128", "--repeats=3"],
+                "--prefill_chunk=128", "--repeats=2"],
                ["--long_tail", "--batch=8", "--max_num_seqs=4", "--new_tokens=16", "--mean_length=6",
                 "--prefill_chunk=16", "--repeats=1"]),
 }
@@ -99,7 +99,9 @@ def decode_roofline(model: models.Transformer, res: dict, slots: int, hbm_gbps: 
   return out
 
 
-def _section(name: str, fn) -> dict:
+def _section(name: str, fn, deadline: float) -> dict:
+  if time.perf_counter() > deadline:  # the next section would overrun the run's budget: say so instead
+    return {"error": "skipped: --budget_s spent by the sections before it"}
   common.log(f"gpu_check: {name} ...")
   t0 = time.perf_counter()
   try:
@@ -118,6 +120,8 @@ def main() -> None:
   ap.add_argument("--peak_tflops", type=float, default=None, help="dense peak a device (default: by device kind)")
   ap.add_argument("--hbm_gbps", type=float, default=None, help="HBM GB/s (default: by device kind)")
   ap.add_argument("--sections", default="attention,long_tail,update_mfu,decode")
+  ap.add_argument("--budget_s", type=float, default=360.0,
+                  help="start no section after this many seconds (gpu_check.sh stops the run at 480)")
   a = ap.parse_args()
   allocator.reexec_with_tcmalloc()
   size = 1 if a.cpu else 0
@@ -127,22 +131,23 @@ def main() -> None:
   out = {"bench": "gpu_check", "cpu": a.cpu, "device": kind, "backend": jax.default_backend(),
          "n_devices": jax.device_count(), "jax": jax.__version__, "git": common.git_rev(), **common.machine()}
   t0 = time.perf_counter()
+  deadline = t0 + a.budget_s
   if "attention" in wanted:
     out["attention"] = _section("attention", lambda: attention.run(attention.parser().parse_args(
-        SIZES["attention"][size])))
+        SIZES["attention"][size])), deadline)
   lt = None
   if "long_tail" in wanted or "update_mfu" in wanted:
     out["long_tail"] = lt = _section("long_tail", lambda: long_tail.run(long_tail.parser().parse_args(
-        SIZES["long_tail"][size])))
+        SIZES["long_tail"][size])), deadline)
   if "update_mfu" in wanted:
-    out["update_mfu"] = _section("update_mfu", lambda: update_mfu(lt, peak))
+    out["update_mfu"] = _section("update_mfu", lambda: update_mfu(lt, peak), float("inf"))
   if "decode" in wanted:
     def decode():
       args = sampler.parser().parse_args(SIZES["decode"][size])
       dtype = DECODE_DTYPE[size]
       model = models.init_model(models.preset(DECODE_PRESET[size], param_dtype=dtype, dtype=dtype), seed=0)
       return decode_roofline(model, sampler.bench_long_tail(model, args), int(args.max_num_seqs), hbm)
-    out["decode"] = _section("decode", decode)
+    out["decode"] = _section("decode", decode, deadline)
   out["total_s"] = round(time.perf_counter() - t0, 1)
   print(json.dumps(out))
 
