@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One GPU check (one H100 or H200, at most 8 minutes: no section starts after 6, the run is
 # stopped at 8; benchmarks/gpu_check.py says what each section measures): cuDNN and Pallas-GPU
-# attention against xla (parity with segment ids, forward + backward time at T=4096); the packed update pass's MFU on real tokens, Qwen3-0.6B-shaped;
-# decode tokens/s and its fraction of the HBM roofline with the rollout engine over 64 slots; the
-# long-tail step packed vs padded. Prints one JSON line (also written to $OUT/gpu_check.json
+# attention against xla (parity with segment ids, forward + backward time at T=4096); the packed
+# update pass's MFU on real tokens, Qwen3-0.6B-shaped; decode tokens/s and its fraction of the HBM
+# roofline with the rollout engine over 64 slots; the long-tail step packed vs padded. Prints one JSON line (also written to $OUT/gpu_check.json
 # when $OUT is set). Nothing is downloaded: every model is random.
 #
 # The GPU machine's image has jax (CUDA), flax, optax, orbax; the project's other dependencies
