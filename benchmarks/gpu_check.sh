@@ -3,8 +3,9 @@
 # stopped at 8; benchmarks/gpu_check.py says what each section measures): cuDNN and Pallas-GPU
 # attention against xla (parity with segment ids, forward + backward time at T=4096); the packed
 # update pass's MFU on real tokens, Qwen3-0.6B-shaped; decode tokens/s and its fraction of the HBM
-# roofline with the rollout engine over 64 slots; the long-tail step packed vs padded. Prints one JSON line (also written to $OUT/gpu_check.json
-# when $OUT is set). Nothing is downloaded: every model is random.
+# roofline with the rollout engine over 64 slots; the long-tail step packed vs padded. Prints one
+# JSON line (also written to $OUT/gpu_check.json when $OUT is set). Nothing is downloaded: every
+# model is random.
 #
 # The GPU machine's image has jax (CUDA), flax, optax, orbax; the project's other dependencies
 # travel as wheels: on a CPU machine with the network, from the repo root,
