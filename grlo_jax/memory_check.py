@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import jax
+import numpy as np
 
 from grlo_jax.rl.step import RLConfig
 
@@ -91,6 +92,20 @@ def free_bytes(devices: Sequence[jax.Device]) -> tuple[int, str] | None:
   return min(frees), f"{devices[0].device_kind} bytes_limit - bytes_in_use (least free of {len(devices)})"
 
 
+def agreed_free_bytes(devices: Sequence[jax.Device]) -> tuple[int, str] | None:
+  """`free_bytes` of this process's devices, the least over all processes: every process then
+  takes the same decision (one stopping alone would leave the others waiting in a collective)."""
+  got = free_bytes(devices)
+  if jax.process_count() == 1:
+    return got
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  every = multihost_utils.process_allgather(np.asarray(-1 if got is None else got[0], np.int64))
+  if (every < 0).any():
+    return None
+  return int(every.min()), f"{got[1]}; the least of {jax.process_count()} processes"
+
+
 @dataclasses.dataclass(frozen=True)
 class Knob:
   """A config key that bounds the step's memory, its value, and the smaller values to try (largest first)."""
@@ -135,14 +150,14 @@ def check(rl: RLConfig, lowered: jax.stages.Lowered, lower_with: Callable[[RLCon
           free: tuple[int, str] | None = None, margin: float = MARGIN,
           search_options: dict | None = None) -> jax.stages.Compiled:
   """Compiles `lowered` (the run's step) and returns it when what it adds to its arguments fits in
-  `margin` x the free memory of a device (`free`, default `free_bytes(devices)`); otherwise raises
+  `margin` x the free memory of a device (`free`, default `agreed_free_bytes(devices)`); otherwise raises
   `MemoryFitError` naming the knob(s) and the largest value(s) that fit, found by compiling
   `lower_with(rl')` at smaller values (`knobs`) with `search_options` (compiler options: they
   need not make fast code, only the same buffers).
   """
   compiled = lowered.compile()
   need = StepBytes.of(compiled)
-  free = free if free is not None else free_bytes(devices)
+  free = free if free is not None else agreed_free_bytes(devices)
   if free is None:
     log.warning("preflight: %s reports no free memory; the step's %s a device is not checked",
                 devices[0].platform, _gib(need.total))
