@@ -80,7 +80,9 @@ def update_mfu(lt: dict, peak_tflops: float | None) -> dict:
 
 def decode_roofline(model: models.Transformer, res: dict, slots: int, hbm_gbps: float | None) -> dict:
   """Tokens/s of the engine and the fraction of the HBM roofline: every decode iteration reads each
-  weight once and the live slots' keys and values at their mean context."""
+  weight once (the tied Qwen3-0.6B head reads the whole embedding) and the live slots' keys and
+  values at their mean context. The measured seconds include the refills' prefill, so the
+  fraction understates the decode's own."""
   cfg = model.cfg
   side = res[f"continuous_{slots}"]
   weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(nnx.state(model)))
