@@ -85,7 +85,7 @@ def _check(cfg: models.ModelConfig, t: int, impls: list[str]) -> dict:
   return out
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--preset", default="small")
   ap.add_argument("--lengths", default="256,512,1024,4096")
@@ -98,8 +98,11 @@ def main() -> None:
   ap.add_argument("--check", action="store_true", help="compare every implementation with xla first")
   ap.add_argument("--timed", choices=["plain", "remat"], default="plain",
                   help="which variant's step is timed (remat: dense T=4096 without it needs ~13 GiB)")
-  args = ap.parse_args()
-  allocator.reexec_with_tcmalloc()
+  return ap
+
+
+def run(args: argparse.Namespace) -> dict:
+  """The benchmark's JSON for parsed `args` (`parser()`): what `main` prints."""
   impls = args.impls.split(",")
   rows = []
   if args.check:
@@ -142,9 +145,15 @@ def main() -> None:
           row[f"{impl}_vs_xla_step_time"] = round(row[f"{impl}_step_s"] / row["xla_step_s"], 3)
     common.log(json.dumps(row))
     rows.append(row)
-  print(json.dumps({"benchmark": "attention", "preset": args.preset, "dtype": args.dtype, "head": args.head, "timed": args.timed,
-                    "backend": jax.default_backend(), "git": common.git_rev(), "machine": common.machine(),
-                    "checks": checks if args.check else None, "rows": rows}))
+  return {"benchmark": "attention", "preset": args.preset, "dtype": args.dtype, "head": args.head, "timed": args.timed,
+          "backend": jax.default_backend(), "git": common.git_rev(), "machine": common.machine(),
+          "checks": checks if args.check else None, "rows": rows}
+
+
+def main() -> None:
+  args = parser().parse_args()
+  allocator.reexec_with_tcmalloc()
+  print(json.dumps(run(args)))
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ def bench(a, cfg: RLConfig, step, st, batch, models_, template, p):
           "response_length": {"mean": float(lr.mean()), "max": int(lr.max()), "min": int(lr.min())},
           "passes_gflop": {"computed": _passes(computed) / 1e9, "useful": _passes(useful) / 1e9},
           "computed_over_useful": _passes(computed) / _passes(useful),
+          "update_gflop": {"computed": computed["update"] / 1e9, "useful": useful["update"] / 1e9},
           "step_computed_over_useful": computed["total"] / useful["total"],
           "flop_ratios": {k.removeprefix("perf/"): v for k, v in ratios.items()},
           "rollout_flop_ratio_as_static_decode": static / useful["rollout"],
@@ -128,8 +129,7 @@ def tunix_side(a, policy, ids, mask, stops) -> dict:
         f"--seed={a.seed}"])
 
 
-def main():
-  allocator.reexec_with_tcmalloc()
+def parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser()
   ap.add_argument("--preset", default="tiny", choices=sorted(models.PRESETS))
   ap.add_argument("--prompts", type=int, default=16)
@@ -149,9 +149,14 @@ def main():
                   help="which sides to run (recipe needs --max_num_seqs); speed-ups need padded")
   ap.add_argument("--phases", action="store_true",
                   help="trace one more step a side: seconds by phase (rollout, values, actor_update, ...)")
-  a = ap.parse_args()
+  ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                  help="compute dtype (weights and optimizer state stay float32)")
+  return ap
 
-  base = models.preset(a.preset, param_dtype="float32", dtype="float32")
+
+def run(a: argparse.Namespace) -> dict:
+  """The benchmark's JSON for parsed `a` (`parser()`): what `main` prints."""
+  base = models.preset(a.preset, param_dtype="float32", dtype=a.dtype)
   vocab = base.vocab_size
   policy = models.init_model(base, seed=0)
   critic = models.init_model(base.replace(head="value", num_labels=1), seed=1)
@@ -173,7 +178,7 @@ def main():
 
   out = {"bench": "long_tail", "preset": a.preset, "prompts": a.prompts, "prompt_len": p, "response_length": r,
          "mean_length_target": a.mean_length or r / 6, "stop_ids": len(stops), "row_len": row_len,
-         "micro_batch_size": a.micro, "repeats": a.repeats, "algo": "ppo+critic+rm", "dtype": "float32",
+         "micro_batch_size": a.micro, "repeats": a.repeats, "algo": "ppo+critic+rm", "dtype": a.dtype,
          "device": jax.devices()[0].device_kind, **common.machine(), "git": common.git_rev()}
   configs = {"padded": cfg, "packed": cfg_packed}
   if a.max_num_seqs:
@@ -240,7 +245,12 @@ def main():
     ours = sides.get("recipe", sides["packed"])["median_s"]
     if "median_s" in out["tunix"]:
       out["speedup_vs_tunix"] = out["tunix"]["median_s"] / ours
-  print(json.dumps(out))
+  return out
+
+
+def main():
+  allocator.reexec_with_tcmalloc()
+  print(json.dumps(run(parser().parse_args())))
 
 
 if __name__ == "__main__":

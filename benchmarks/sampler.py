@@ -45,12 +45,12 @@ def bench_ours(path, ids_bp, new_tokens, repeats):
           "tokens": tokens}
 
 
-def bench_long_tail(path, a):
+def bench_long_tail(model: models.Transformer, a) -> dict:
+  """Static vs the rollout engine on the long-tail workload (`a`: `--long_tail`'s arguments)."""
   from flax import nnx
 
   from grlo_jax import rollout, sampling, static_sampler
 
-  model = models.load_pretrained(path, dtype="float32")
   cfg = model.cfg
   ids_bp, mask_bp = (jnp.asarray(x) for x in common.long_tail_prompts(a.batch, cfg.vocab_size, seed=0))
   stops = common.long_tail_stop_ids(cfg.vocab_size, a.mean_length, seed=0)
@@ -114,8 +114,7 @@ def bench_tunix(python, path, ids_bp, new_tokens, repeats):
                                                         f"--new_tokens={new_tokens}", f"--repeats={repeats}"])
 
 
-def main():
-  allocator.reexec_with_tcmalloc()  # the peers' subprocesses inherit it: same allocator for all
+def parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser()
   ap.add_argument("--preset", default="small", choices=["tiny", "small"])
   ap.add_argument("--batch", type=int, default=8)
@@ -128,7 +127,12 @@ def main():
   ap.add_argument("--mean_length", type=float, default=85.0)
   ap.add_argument("--max_num_seqs", default="16", help="slots of the rollout engine; a comma list runs each")
   ap.add_argument("--prefill_chunk", type=int, default=128)
-  a = ap.parse_args()
+  return ap
+
+
+def main():
+  allocator.reexec_with_tcmalloc()  # the peers' subprocesses inherit it: same allocator for all
+  a = parser().parse_args()
   if a.long_tail:
     with tempfile.TemporaryDirectory() as tmp:
       path = common.save_hf_preset(a.preset, pathlib.Path(tmp))
@@ -136,7 +140,8 @@ def main():
                 "mean_length_target": a.mean_length, "max_num_seqs": a.max_num_seqs,
                 "prefill_chunk": a.prefill_chunk, "repeats": a.repeats, "dtype": "float32",
                 "device": jax.devices()[0].device_kind, "n_devices": jax.device_count(),
-                **common.machine(), "git": common.git_rev(), **bench_long_tail(path, a)}
+                **common.machine(), "git": common.git_rev(),
+                **bench_long_tail(models.load_pretrained(path, dtype="float32"), a)}
     print(json.dumps(result))
     return
 

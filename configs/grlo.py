@@ -23,6 +23,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.total_steps = 0  # cap on RL steps; 0 = data.num_epochs full passes
+  # Compile the step before the first one and stop, naming the knob and a value that fits, when
+  # its memory (XLA's count) exceeds the device's free memory (grlo_jax/memory_check.py).
+  c.preflight = True
 
   # Models. A *_path is an HF or Orbax folder (local or gs://); an empty path initialises the
   # *_arch preset at random (tests, demos). The critic defaults to the policy with a new head.

@@ -283,6 +283,7 @@ RULES: dict[str, Rule] = {
     "total_steps": Int(lo=0, note="0 = data.num_epochs full passes",
                        refuse={-1: "verl's 'no cap' is 0 here (0 = data.num_epochs full passes)"}),
     "max_bad_steps": Int(lo=1),
+    "preflight": Optional(rule=Bool()),
     # model
     "model.policy_path": Path(kind="model", empty="initialise model.policy_arch at random"),
     "model.policy_arch": Preset(),

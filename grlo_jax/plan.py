@@ -533,8 +533,11 @@ def estimate_packed(config: ml_collections.ConfigDict, mesh: Mesh | Mapping[str,
     head = LOGITS_BWD * chunk * dm.v * 4 + budget * dm.d * dm.c if dm.cfg.head == "lm" else 0
     return int(kept + max(layer, head))
 
-  act_backward_remat = sum(backward(role, True) for role in trainable)
-  act_backward_no_remat = sum(backward(role, False) for role in trainable)
+  # The actor's and the critic's packed updates are two scans over rows, one after the other: only
+  # one row's activations are live at a time, so the larger of the two counts (XLA:CPU compiles of
+  # the GAE step, tests/test_plan.py; the sum was 2x the compiled update).
+  act_backward_remat = max(backward(role, True) for role in trainable)
+  act_backward_no_remat = max(backward(role, False) for role in trainable)
   act_backward = act_backward_remat if c.model.remat else act_backward_no_remat
   gathered = sum(weights[role].in_use(dims[role].stream(1, budget)) for role in trainable)
   gradients = sum(2 * weights[role].stored for role in trainable)

@@ -25,7 +25,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from grlo_jax import checkpoint as ckpt_lib
-from grlo_jax import config_schema, data, metrics, models, run_record, sharding
+from grlo_jax import config_schema, data, memory_check, metrics, models, run_record, sharding
 from grlo_jax.rewards import retokenize
 from grlo_jax.rewards.reward_model import rm_template_ids
 from grlo_jax.rewards.score import make_reward_fn, make_rule_fn
@@ -256,6 +256,19 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
         mesh)
     del mdl
     reward_fn = reward_fn or _reward_fn(c, defs, prompts, tokenizer, ids)
+    # With the shardings the real batches carry: jit's cache then serves step 1 the preflight's compile.
+    batch_abs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding.batch_sharding(mesh, v.shape))
+                 for k, v in build.abstract_batch(c).items()}
+    step_fn = jit_train_step(make_train_step(rl, defs, txs, reward_fn), mesh, st, batch_abs)
+    rng = jax.random.key(c.seed)
+    if memory_check.enabled(c):  # compiles the step (jit reuses it) and stops here if it cannot fit
+      memory_check.check(
+          rl, step_fn.lower(st, batch_abs, rng),
+          lambda r: jit_train_step(make_train_step(r, defs, txs, reward_fn), mesh, st, batch_abs).lower(
+              st, batch_abs, rng),
+          [d for d in mesh.devices.flat if d.process_index == jax.process_index()],
+          prompts_per_step=c.data.train_batch_size, prompt_length=c.data.max_prompt_length,
+          search_options=memory_check.search_compiler_options(jax.default_backend()))
 
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=c.checkpoint.max_to_keep,
                                          async_save=c.checkpoint.async_save)
@@ -266,11 +279,9 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
     meta = {"config": json.loads(c.to_json_best_effort()), "policy_model": nnx.merge(defs.actor, st.actor)
             .cfg.to_dict(), "steps_per_epoch": per_epoch, "total_steps": total_steps}
 
-    step_fn = jit_train_step(make_train_step(rl, defs, txs, reward_fn), mesh, st, build.abstract_batch(c))
     writer = metrics.MetricWriter(workdir, tensorboard=c.log.tensorboard, enabled=lead)
     progress = metrics.Progress(total_steps)
     preempt = _Preemption()
-    rng = jax.random.key(c.seed)
     by_index = {p.record.index: p for p in prompts.prompts}
     bad_streak, saved = 0, start
     log.info("training steps %d..%d (%d per epoch, %d prompts kept of %d, %d skipped as malformed)",

@@ -14,6 +14,9 @@ Every config value is checked before any weights load (grlo_jax/config_schema.py
 the key, its value and what is valid). The run's config is recorded in WORKDIR/config.json, and
 `--config=WORKDIR/config.json` starts from it again. `--dry_run` checks the config, the prompt
 files and the model paths, prints the resolved config and the step's memory estimate, and exits.
+Before the first step the compiled step's memory is checked against the device's free memory; a
+step that cannot fit stops there naming the knob and a value that fits (`--config.preflight=False`
+skips the check; grlo_jax/memory_check.py).
 """
 
 import logging

@@ -10,7 +10,7 @@ import sys
 import jax
 import pytest
 
-from configs import grlo
+from configs import grlo, rlvr
 from grlo_jax import plan, sharding
 from grlo_jax.rl import build
 
@@ -147,3 +147,36 @@ def test_packed_estimate_follows_the_token_budget():
   for phase in ("forward", "reward", "update"):
     assert small.phases[phase] < large.phases[phase]
   assert plan.estimate_packed(c, mesh).phases["update"] < padded.phases["update"]
+
+
+def _packed_config(case: str):
+  """Packed steps on the `tiny` model whose peak is the packed update of actor and critic
+  (GAE, RM) or the rollout engine's slot cache (GRPO, long responses over 64 slots)."""
+  if case == "gae-update":
+    c = _config("tiny")
+    c.actor.use_dynamic_bsz, c.actor.ppo_max_token_len_per_device = True, 2048
+    c.rollout.max_num_seqs, c.rollout.response_length = 8, 64
+    return c
+  c = rlvr.get_config("tiny")
+  c.model.policy_arch, c.model.policy_path, c.model.remat = "tiny", "", False
+  c.model.compute_dtype = c.model.rm_dtype = "float32"
+  c.data.train_batch_size = c.actor.ppo_mini_batch_size = 32  # x rollout.n = 4: 128 rows
+  c.rollout.response_length, c.rollout.max_num_seqs = 512, 64
+  c.actor.use_dynamic_bsz, c.actor.ppo_max_token_len_per_device = True, 576
+  return c
+
+
+@pytest.mark.parametrize("case, peak", [("gae-update", "update"), ("engine-rollout", "rollout")])
+def test_packed_estimate_is_within_25_percent_of_the_compiled_step(case, peak):
+  """`estimate_packed` (the packed passes and the rollout engine) against XLA:CPU's compile."""
+  c = _packed_config(case)
+  mesh = sharding.make_mesh({"fsdp": 1}, devices=jax.devices()[:1])
+  options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+  ma = build.lower_step(c, mesh).compile(compiler_options=options).memory_analysis()
+  compiled = (ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
+              + ma.temp_size_in_bytes)
+  p = plan.estimate_packed(c, mesh, backend=jax.default_backend())
+  assert p.peak_phase == peak, plan.format_table(p)
+  assert p.total == pytest.approx(compiled, rel=0.25), (
+      f"estimate {p.total / 2**20:.1f} MiB ({p.peak_phase}), compiled {compiled / 2**20:.1f} MiB "
+      f"(temp {ma.temp_size_in_bytes / 2**20:.1f} MiB)\n{plan.format_table(p)}")
