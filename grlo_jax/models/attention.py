@@ -23,10 +23,16 @@ The Pallas kernels serve self-attention (keys = the queries' row); a prefill int
 (`q_offset`, other key segment ids) takes `chunked` instead (models/kernels.py).
   auto        splash on TPU, pallas_gpu on GPU, on CPU xla for short rows (T <= AUTO_DENSE_MAX)
               and chunked above.
+
+The platform is JAX's default backend unless `target_platform("tpu")` (or "gpu", "cpu") names
+another: lowering for a TPU or GPU from a CPU host (grlo_jax/lowering.py) must pick, and build,
+the kernels of the platform it lowers for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 
 import jax
@@ -36,6 +42,28 @@ from grlo_jax.models.config import ATTENTION_IMPLEMENTATIONS as IMPLEMENTATIONS
 
 AUTO_DENSE_MAX = 128  # CPU: dense is as fast up to this row length; chunked is faster above (docs/benchmarks.md)
 _NEG_INF = -1e30  # finite, so a fully masked row stays NaN-free
+_TARGET = contextvars.ContextVar("attention_target_platform", default=None)
+# jax.export's platform names -> JAX backend names.
+_BACKENDS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
+
+
+@contextlib.contextmanager
+def target_platform(name: str):
+  """Within this block `auto` resolves, and the Pallas kernels lower, for `name` (cpu, gpu / cuda /
+  rocm, tpu) instead of the host's backend; on a CPU host the kernels then lower natively for that
+  platform, not in interpret mode."""
+  if name not in _BACKENDS:
+    raise ValueError(f"unknown platform {name!r}; known: {', '.join(_BACKENDS)}")
+  token = _TARGET.set(_BACKENDS[name])
+  try:
+    yield
+  finally:
+    _TARGET.reset(token)
+
+
+def platform() -> str:
+  """The backend attention is built for: `target_platform`'s, else JAX's default."""
+  return _TARGET.get() or jax.default_backend()
 
 
 def check_impl(impl: str) -> str:
@@ -45,11 +73,11 @@ def check_impl(impl: str) -> str:
 
 
 def resolve(impl: str, t: int, s: int, backend: str | None = None) -> str:
-  """The implementation `auto` stands for on `backend` (default: JAX's) at T queries x S keys."""
+  """The implementation `auto` stands for on `backend` (default: `platform()`) at T queries x S keys."""
   check_impl(impl)
   if impl != "auto":
     return impl
-  backend = backend or jax.default_backend()
+  backend = _BACKENDS.get(backend, backend) if backend else platform()
   if backend == "tpu":
     return "splash"
   if backend == "gpu":
