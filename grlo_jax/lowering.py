@@ -152,7 +152,7 @@ class Lowering:
 
   platform: str
   mesh: dict[str, int]
-  attention: str  # what model.attention resolves to on the platform
+  attention: str  # model.attention -> what it resolves to on the platform
   ok: bool
   seconds: float
   error: str = ""
@@ -163,18 +163,43 @@ class Lowering:
   kernels: dict[str, int] = dataclasses.field(default_factory=dict)
   missing_kernel: str = ""  # the kernel's custom call target when attention asked for it and it is absent
   audit: dict[str, Any] = dataclasses.field(default_factory=dict)
+  host_ops: list[str] = dataclasses.field(default_factory=list)  # on an error: host callbacks in the step
   notes: list[str] = dataclasses.field(default_factory=list)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
 
+def _where(filename: str, line: int, name: str) -> str:
+  return f"{filename[filename.rindex('/grlo_jax/') + 1:]}:{line} ({name})"
+
+
 def _error_source(e: BaseException) -> str:
   frames = [f for f in traceback.extract_tb(e.__traceback__) if "/grlo_jax/" in f.filename]
-  if not frames:
-    return ""
-  f = frames[-1]
-  return f"{f.filename[f.filename.rindex('/grlo_jax/') + 1:]}:{f.lineno} ({f.name})"
+  return _where(frames[-1].filename, frames[-1].lineno, frames[-1].name) if frames else ""
+
+
+def _subjaxprs(params: dict[str, Any]):
+  for v in params.values():
+    for x in v if isinstance(v, (tuple, list)) else (v,):
+      if hasattr(x, "eqns"):
+        yield x
+      elif hasattr(x, "jaxpr") and hasattr(x.jaxpr, "eqns"):
+        yield x.jaxpr
+
+
+def host_ops(jaxpr) -> list[str]:
+  """Host callbacks in a jaxpr (nested ones too), each as `primitive at file:line (function)`: ops that
+  lower only for the platform of the host that runs them."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if CALLBACK.search(eqn.primitive.name):
+      frames = [f for f in getattr(eqn.source_info.traceback, "frames", ()) if "/grlo_jax/" in f.file_name]
+      where = _where(frames[0].file_name, frames[0].line_num, frames[0].function_name) if frames else "?"
+      found.append(f"{eqn.primitive.name} at {where}")
+    for sub in _subjaxprs(eqn.params):
+      found += host_ops(sub)
+  return found
 
 
 def _attention_for(c: ml_collections.ConfigDict, platform: str) -> str:
@@ -191,7 +216,8 @@ def lower_for(c: ml_collections.ConfigDict, mesh_shape: Mapping[str, int], platf
   """
   mesh = abstract_mesh(mesh_shape)
   impl = _attention_for(c, platform)
-  r = Lowering(platform=platform, mesh=dict(mesh.shape), attention=impl, ok=False, seconds=0.0)
+  r = Lowering(platform=platform, mesh=dict(mesh.shape), attention=f"{c.model.attention} -> {impl}", ok=False,
+               seconds=0.0)
   t0 = time.perf_counter()
   try:
     with attention_lib.target_platform(platform), jax.sharding.use_abstract_mesh(mesh):
@@ -202,6 +228,12 @@ def lower_for(c: ml_collections.ConfigDict, mesh_shape: Mapping[str, int], platf
     r.seconds = time.perf_counter() - t0
     r.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
     r.error_source = _error_source(e)
+    try:  # when it traces, name the host ops: the usual reason a platform is refused after tracing
+      with attention_lib.target_platform(platform), jax.sharding.use_abstract_mesh(mesh):
+        r.host_ops = host_ops(fn.trace(*args).jaxpr.jaxpr)  # pylint: disable=used-before-assignment
+    except Exception:  # pylint: disable=broad-except
+      pass
+    r.error_source = "; ".join(r.host_ops) or r.error_source
     return r
   r.seconds = time.perf_counter() - t0
   text = exported.mlir_module()
@@ -223,7 +255,7 @@ def lower_for(c: ml_collections.ConfigDict, mesh_shape: Mapping[str, int], platf
 def format_lowering(r: Lowering) -> str:
   mesh = " x ".join(f"{k}={v}" for k, v in r.mesh.items() if v > 1) or "1 device"
   lines = [f"lowered for {r.platform} over {mesh}: " + ("ok" if r.ok else "FAILED") + f" in {r.seconds:.1f} s",
-           f"  attention auto -> {r.attention}"]
+           f"  attention {r.attention}"]
   if not r.ok:
     lines.append(f"  error: {r.error}" + (f"\n  at: {r.error_source}" if r.error_source else ""))
     return "\n".join(lines)
