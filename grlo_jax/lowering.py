@@ -288,6 +288,9 @@ class Compiled:
   lower_seconds: float
   compile_seconds: float
   collectives: dict[str, dict[str, Any]]
+  # The compiler's refusal when the step does not fit a chip: then only its temporaries are known
+  # (from the message) and the arguments are counted from the shardings, outputs = aliased = state.
+  refused: str = ""
 
   @property
   def peak_bytes(self) -> int:
@@ -326,16 +329,39 @@ def compile_for(c: ml_collections.ConfigDict, topology: str,
     fn, args = build.abstract_step(c, mesh, unroll_decode=False, host_rewards=False)
     lowered = fn.lower(*args)
   t1 = time.perf_counter()
-  compiled = lowered.compile()
+  base = dict(topology=topology, chips=len(devices), device_kind=devices[0].device_kind,
+              mesh=dict(mesh.shape), hbm_bytes=hbm, lower_seconds=t1 - t0)
+  try:
+    compiled = lowered.compile()
+  except jax.errors.JaxRuntimeError as e:
+    temps = re.search(r"HLO temporaries \(([\d.]+)G\)", str(e))
+    if not temps:
+      raise
+    state, batch = _bytes_a_device(args[0], mesh), _bytes_a_device(args[1], mesh)
+    return Compiled(**base, argument_bytes=state + batch, output_bytes=state, alias_bytes=state,
+                    temp_bytes=int(float(temps.group(1)) * GiB), code_bytes=0,
+                    compile_seconds=time.perf_counter() - t1, collectives={},
+                    refused=str(e).splitlines()[0][:300])
   t2 = time.perf_counter()
   ma = compiled.memory_analysis()
   from grlo_jax.rl.step import PHASES  # pylint: disable=g-import-not-at-top
-  return Compiled(topology=topology, chips=len(devices), device_kind=devices[0].device_kind,
-                  mesh=dict(mesh.shape), hbm_bytes=hbm, argument_bytes=ma.argument_size_in_bytes,
-                  output_bytes=ma.output_size_in_bytes, alias_bytes=ma.alias_size_in_bytes,
-                  temp_bytes=ma.temp_size_in_bytes, code_bytes=ma.generated_code_size_in_bytes,
-                  lower_seconds=t1 - t0, compile_seconds=t2 - t1,
+  return Compiled(**base, argument_bytes=ma.argument_size_in_bytes, output_bytes=ma.output_size_in_bytes,
+                  alias_bytes=ma.alias_size_in_bytes, temp_bytes=ma.temp_size_in_bytes,
+                  code_bytes=ma.generated_code_size_in_bytes, compile_seconds=t2 - t1,
                   collectives=collectives(compiled.as_text(), PHASES))
+
+
+def _bytes_a_device(tree: Any, mesh) -> int:
+  """Bytes a device of an abstract train state or batch, sharded as `rl.step.jit_train_step` shards it."""
+  if isinstance(tree, dict) and all(isinstance(v, jax.ShapeDtypeStruct) for v in tree.values()):
+    shardings = {k: sharding.batch_sharding(mesh, v.shape) for k, v in tree.items()}
+  else:
+    shardings = sharding.tree_shardings(tree, mesh)
+  # `shardings` is a prefix of `tree`: give every leaf under a sharding that sharding.
+  per_leaf = jax.tree.map(lambda s, x: jax.tree.map(lambda _: s, x), shardings, tree,
+                          is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+  return sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
+             for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(per_leaf), strict=True))
 
 
 def format_compiled(m: Compiled, planned_bytes: int | None = None) -> str:
@@ -347,6 +373,8 @@ def format_compiled(m: Compiled, planned_bytes: int | None = None) -> str:
            f"{g(m.alias_bytes)}, temporaries {g(m.temp_bytes)}, code {g(m.code_bytes)}",
            f"  peak (arguments + outputs - aliased + temporaries): {g(m.peak_bytes)} GiB; fits in 90%: "
            f"{'yes' if m.fits() else 'no'}"]
+  if m.refused:
+    lines.append(f"  the compiler refused it: {m.refused}")
   if planned_bytes:
     lines.append(f"  planner: {g(planned_bytes)} GiB ({planned_bytes / m.peak_bytes - 1:+.0%} against compiled)")
   for kind, v in m.collectives.items():
