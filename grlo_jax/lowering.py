@@ -366,7 +366,7 @@ def _bytes_a_device(tree: Any, mesh) -> int:
 
 def format_compiled(m: Compiled, planned_bytes: int | None = None) -> str:
   mesh = " x ".join(f"{k}={v}" for k, v in m.mesh.items() if v > 1) or "1 chip"
-  g = lambda b: f"{b / GiB:.2f}"
+  g = lambda b: f"{b / GiB:.2f}" if b >= GiB / 10 else f"{b / GiB:.2f} ({b / 2**20:.1f} MiB)"
   lines = [f"compiled for {m.topology} ({m.chips} x {m.device_kind}, {m.hbm_bytes / GiB:.0f} GiB HBM a chip) "
            f"over {mesh}: lowered in {m.lower_seconds:.1f} s, compiled in {m.compile_seconds:.1f} s",
            f"  GiB a chip: arguments {g(m.argument_bytes)}, outputs {g(m.output_bytes)}, aliased "
