@@ -366,17 +366,17 @@ def _bytes_a_device(tree: Any, mesh) -> int:
 
 def format_compiled(m: Compiled, planned_bytes: int | None = None) -> str:
   mesh = " x ".join(f"{k}={v}" for k, v in m.mesh.items() if v > 1) or "1 chip"
-  g = lambda b: f"{b / GiB:.2f}" if b >= GiB / 10 else f"{b / GiB:.2f} ({b / 2**20:.1f} MiB)"
+  g = lambda b: f"{b / GiB:.2f} GiB" if b >= GiB / 10 else f"{b / 2**20:.1f} MiB"
   lines = [f"compiled for {m.topology} ({m.chips} x {m.device_kind}, {m.hbm_bytes / GiB:.0f} GiB HBM a chip) "
            f"over {mesh}: lowered in {m.lower_seconds:.1f} s, compiled in {m.compile_seconds:.1f} s",
-           f"  GiB a chip: arguments {g(m.argument_bytes)}, outputs {g(m.output_bytes)}, aliased "
+           f"  a chip: arguments {g(m.argument_bytes)}, outputs {g(m.output_bytes)}, aliased "
            f"{g(m.alias_bytes)}, temporaries {g(m.temp_bytes)}, code {g(m.code_bytes)}",
-           f"  peak (arguments + outputs - aliased + temporaries): {g(m.peak_bytes)} GiB; fits in 90%: "
+           f"  peak (arguments + outputs - aliased + temporaries): {g(m.peak_bytes)}; fits in 90%: "
            f"{'yes' if m.fits() else 'no'}"]
   if m.refused:
     lines.append(f"  the compiler refused it: {m.refused}")
   if planned_bytes:
-    lines.append(f"  planner: {g(planned_bytes)} GiB ({planned_bytes / m.peak_bytes - 1:+.0%} against compiled)")
+    lines.append(f"  planner: {g(planned_bytes)} ({planned_bytes / m.peak_bytes - 1:+.0%} against compiled)")
   for kind, v in m.collectives.items():
     if v["ops"]:
       phases = ", ".join(f"{p} {b / 2**20:.1f}" for p, b in v["by_phase"].items())
