@@ -23,6 +23,10 @@ The Pallas kernels serve self-attention (keys = the queries' row); a prefill int
 (`q_offset`, other key segment ids) takes `chunked` instead (models/kernels.py).
   auto        splash on TPU, pallas_gpu on GPU, on CPU xla for short rows (T <= AUTO_DENSE_MAX)
               and chunked above.
+
+The platform is JAX's default backend unless `target_platform("tpu")` (or "gpu", "cpu") names
+another: lowering for a TPU or GPU from a CPU host (grlo_jax/lowering.py) must pick, and build,
+the kernels of the platform it lowers for.
 """
 
 from __future__ import annotations
@@ -34,12 +38,11 @@ import jax.numpy as jnp
 
 from grlo_jax.models import chunked_attention, kernels
 from grlo_jax.models.config import ATTENTION_IMPLEMENTATIONS as IMPLEMENTATIONS
-from grlo_jax.models.masks import allowed_mask  # re-exported: attention.allowed_mask
+from grlo_jax.models.masks import allowed_mask  # noqa: F401 (re-exported: attention.allowed_mask)
+from grlo_jax.models.platform import BACKENDS, platform, target_platform  # noqa: F401 (re-exported)
 
 AUTO_DENSE_MAX = 128  # CPU: dense is as fast up to this row length; chunked is faster above (docs/benchmarks.md)
 _NEG_INF = -1e30  # finite, so a fully masked row stays NaN-free
-
-
 def check_impl(impl: str) -> str:
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"model.attention={impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
@@ -47,11 +50,11 @@ def check_impl(impl: str) -> str:
 
 
 def resolve(impl: str, t: int, s: int, backend: str | None = None) -> str:
-  """The implementation `auto` stands for on `backend` (default: JAX's) at T queries x S keys."""
+  """The implementation `auto` stands for on `backend` (default: `platform()`) at T queries x S keys."""
   check_impl(impl)
   if impl != "auto":
     return impl
-  backend = backend or jax.default_backend()
+  backend = BACKENDS.get(backend, backend) if backend else platform()
   if backend == "tpu":
     return "splash"
   if backend == "gpu":

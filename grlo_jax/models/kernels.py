@@ -7,6 +7,10 @@
   cudnn       GPU: `jax.nn.dot_product_attention(implementation="cudnn")` with the allowed-pairs
               mask as its boolean `mask` ([B, 1, T, S] bytes, no float scores).
 
+XLA cannot partition a Pallas kernel's custom call, so under a mesh each kernel runs in a
+`shard_map` on every device's shard: rows over the batch axes, heads over the tensor axis when it
+divides both the query and the KV heads (`_per_device`).
+
 Both Pallas kernels compare segment ids only, so a padding query (id 0) would attend padding
 keys: its output is set to 0 afterwards, as `attend` promises. They need the keys to be the
 queries' own row (S == T, no offset); other calls (a prefill into a KV cache) go to `chunked`.
@@ -18,9 +22,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
+from grlo_jax import sharding
 from grlo_jax.models import chunked_attention
 from grlo_jax.models.masks import allowed_mask
+from grlo_jax.models.platform import platform
 
 
 def _round_up(x: int, m: int) -> int:
@@ -36,14 +43,30 @@ def attend(impl: str, q_btnh, k_bskh, v_bskh, q_seg_bt, kv_seg_bs, q_offset, *,
     return jnp.where(jnp.any(mask_b1ts, axis=-1).transpose(0, 2, 1)[..., None], o, 0).astype(q_btnh.dtype)
   if not self_attention:
     return chunked_attention.attend(q_btnh, k_bskh, v_bskh, q_seg_bt, kv_seg_bs, q_offset)
-  interpret = jax.default_backend() == "cpu"
+  interpret = platform() == "cpu"
   if impl == "splash":
-    o = _splash(q_btnh, k_bskh, v_bskh, q_seg_bt, interpret=interpret)
+    kernel = functools.partial(_splash, interpret=interpret)
   elif impl == "pallas_gpu":
-    o = _pallas_gpu(q_btnh, k_bskh, v_bskh, q_seg_bt, interpret=interpret)
+    kernel = functools.partial(_pallas_gpu, interpret=interpret)
   else:
     raise ValueError(f"no kernel named {impl!r}")
+  o = _per_device(kernel, q_btnh, k_bskh, v_bskh, q_seg_bt)
   return jnp.where((q_seg_bt != 0)[..., None, None], o, 0).astype(q_btnh.dtype)
+
+
+def _per_device(kernel, q_btnh, k_btkh, v_btkh, seg_bt) -> jax.Array:
+  """`kernel(q, k, v, seg)` on each device's shard of the current mesh (the whole arrays without one)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    return kernel(q_btnh, k_btkh, v_btkh, seg_bt)
+  # Heads split only when both counts divide: each shard must keep whole GQA groups.
+  q_heads = sharding.spec(("act_heads",), q_btnh.shape[2:3], mesh)[0]
+  kv_heads = sharding.spec(("act_kv_heads",), k_btkh.shape[2:3], mesh)[0]
+  split = q_heads is not None and q_heads == kv_heads
+  q_spec = sharding.spec(("batch", None, "act_heads" if split else None, None), q_btnh.shape, mesh)
+  kv_spec = P(q_spec[0], None, q_spec[2], None)
+  return jax.shard_map(kernel, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, P(q_spec[0], None)),
+                       out_specs=q_spec, check_vma=False)(q_btnh, k_btkh, v_btkh, seg_bt)
 
 
 def _pad_t(x, tp: int, value=0):

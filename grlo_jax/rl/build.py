@@ -5,6 +5,8 @@ The config is read here and in `trainer.py` only; everything below them takes pl
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -125,21 +127,38 @@ QWEN3_TEMPLATE = RMTemplate(turn_end_ids=(151645, 198), pad_id=151643, eos_ids=(
                             assistant_prefix_ids=(151667, 271, 151668, 271))
 
 
-def lower_step(c: ml_collections.ConfigDict, mesh: Mesh, template: RMTemplate = QWEN3_TEMPLATE):
-  """`jit(step).lower(...)` of the config's full-size step on abstract inputs: no weights, no
-  allocation. A typo in a config or a shape that does not fit fails here, not on a pod."""
+def abstract_step(c: ml_collections.ConfigDict, mesh: Mesh, template: RMTemplate = QWEN3_TEMPLATE, *,
+                  unroll_decode: bool | None = None, host_rewards: bool = True):
+  """The config's jitted full-size step and its abstract arguments `(state, batch, rng)`.
+
+  `unroll_decode`: the sampler's decode layout (None: by JAX's backend; False, a layer scan, when
+  lowering for TPU or GPU from a CPU host). `host_rewards=False` replaces the rule verifier's host
+  callback by in-graph zeros: a callback lowers only for the host's own platform.
+  """
   defs, states = abstract_models(c)
   txs = optimizers(c)
   rl = rl_config(c, stop_token_ids=template.eos_ids, pad_token_id=template.pad_id)
+  if unroll_decode is not None:
+    rl = dataclasses.replace(rl, sampling=dataclasses.replace(rl.sampling, unroll_decode=unroll_decode))
   state = abstract_state(states, txs)
   batch = abstract_batch(c)
   rule = (lambda tokens_br, *_: np.zeros(tokens_br.shape[0], np.float32)) if not defs.rm else None
   rm_input = None
   if defs.rm and c.reward.retokenize:  # the host builds the RM input: stand in for it with zeros
     rm_input = lambda tokens_br, *_: (np.zeros((tokens_br.shape[0], c.reward.rm_max_length), np.int32),) * 2
-  reward_fn = make_reward_fn(defs.rm, template if defs.rm else None, rule_fn=rule, shaping=shaping_config(c),
-                             rm_input_fn=rm_input, rm_input_length=c.reward.rm_max_length,
-                             route=c.reward.route)
+  if rule is not None and not host_rewards:
+    reward_fn = lambda state, batch_rep, prompt_ids_bp, *_: jnp.zeros(prompt_ids_bp.shape[:1], jnp.float32)
+  else:
+    reward_fn = make_reward_fn(defs.rm, template if defs.rm else None, rule_fn=rule, shaping=shaping_config(c),
+                               rm_input_fn=rm_input, rm_input_length=c.reward.rm_max_length,
+                               route=c.reward.route)
+  fn = jit_train_step(make_train_step(rl, defs, txs, reward_fn), mesh, state, batch)
+  return fn, (state, batch, jax.ShapeDtypeStruct((), jax.random.key(0).dtype))
+
+
+def lower_step(c: ml_collections.ConfigDict, mesh: Mesh, template: RMTemplate = QWEN3_TEMPLATE):
+  """`jit(step).lower(...)` of the config's full-size step on abstract inputs: no weights, no
+  allocation. A typo in a config or a shape that does not fit fails here, not on a pod."""
+  fn, args = abstract_step(c, mesh, template)
   with jax.set_mesh(mesh):
-    fn = jit_train_step(make_train_step(rl, defs, txs, reward_fn), mesh, state, batch)
-    return fn.lower(state, batch, jax.ShapeDtypeStruct((), jax.random.key(0).dtype))
+    return fn.lower(*args)
