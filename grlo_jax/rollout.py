@@ -26,6 +26,7 @@ the batched matrix products).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -236,16 +237,31 @@ def _decode(model: Transformer, layers, st: _State, rng, p: SamplingParams) -> _
                     tokens_bn=tokens_bn, logp_bn=logp_bn, stats=stats)
 
 
-def _compact(sl: _Slots, n: int) -> _Slots:
-  """The live slots (at most n) gathered into n slots."""
-  keep_n = jnp.argsort(~sl.live_s, stable=True)[:n]
-  take = lambda x, axis: jnp.take(x, keep_n, axis=axis)
+def _compact(sl: _Slots, n: int, d: int) -> _Slots:
+  """The live slots gathered into n, each of the d data shards keeping its own: shard i's S / d
+  slots hold at most n / d live ones (`_shard_live`), which move to its n / d new slots. A gather
+  inside each shard keeps the cache sharded (a global one makes XLA replicate the whole cache)."""
+  s = sl.live_s.shape[0]
+  keep_dn = jnp.argsort(~sl.live_s.reshape(d, s // d), axis=1, stable=True)[:, :n // d]  # shard-local
+
+  def take(x, axis):
+    x = x.reshape(x.shape[:axis] + (d, s // d) + x.shape[axis + 1:])
+    idx = keep_dn.reshape((1,) * axis + (d, n // d) + (1,) * (x.ndim - axis - 2))
+    y = jnp.take_along_axis(x, idx, axis=axis + 1)
+    return y.reshape(y.shape[:axis] + (n,) + y.shape[axis + 2:])
+
   c = sl.cache
   cache = c.replace(k_lbkhs=jax.tree.map(lambda x: take(x, 1), c.k_lbkhs),
                     v_lbksh=jax.tree.map(lambda x: take(x, 1), c.v_lbksh),
                     mask_bs=take(c.mask_bs, 0), pos_b=take(c.pos_b, 0), index=take(c.index, 0))
   return _Slots(cache=cache, row_s=take(sl.row_s, 0), t_s=take(sl.t_s, 0), last_s=take(sl.last_s, 0),
                 live_s=take(sl.live_s, 0))
+
+
+def _shard_live(live_s: jax.Array, d: int) -> jax.Array:
+  """d x the most live slots any of the d data shards holds: the drain halves the slots when this,
+  not just the total, fits (every shard keeps its own rows)."""
+  return d * live_s.reshape(d, -1).sum(axis=1, dtype=jnp.int32).max()
 
 
 def _generate(graphdef: nnx.GraphDef, state: nnx.State, input_ids_bp: jax.Array, attention_mask_bp: jax.Array,
@@ -270,13 +286,15 @@ def _generate(graphdef: nnx.GraphDef, state: nnx.State, input_ids_bp: jax.Array,
   live = lambda st: st.slots.live_s.sum(dtype=jnp.int32)
   sizes = drain_sizes(s)
   first_drain = sizes[0] if sizes else 0
+  d = math.gcd(sharding.data_shards(s), *sizes)  # data shards that the slots and each drain size split over
+  shard_live = lambda st: _shard_live(st.slots.live_s, d)
 
   def refill_wanted(st):
     waiting = b - st.next_q
     return (waiting > 0) & (s - live(st) >= jnp.minimum(g, waiting))
 
   def decode_more(st):
-    drained = (st.next_q == b) & (live(st) <= first_drain)
+    drained = (st.next_q == b) & (shard_live(st) <= first_drain)
     return (live(st) > 0) & ~refill_wanted(st) & ~drained
 
   def fill_round(st):
@@ -286,8 +304,8 @@ def _generate(graphdef: nnx.GraphDef, state: nnx.State, input_ids_bp: jax.Array,
   st = jax.lax.while_loop(lambda st: st.next_q < b, fill_round, st)
   for i, size in enumerate(sizes):  # the drain: each size until at most the next one's rows live
     below = sizes[i + 1] if i + 1 < len(sizes) else 0
-    st = st.replace(slots=_compact(st.slots, size))
-    st = jax.lax.while_loop(lambda st, below=below: live(st) > below,
+    st = st.replace(slots=_compact(st.slots, size, d))
+    st = jax.lax.while_loop(lambda st, below=below: shard_live(st) > below,
                             lambda st: _decode(model, layers, st, rng, p), st)
   return finish(st.tokens_bn, st.logp_bn, p), st.stats
 

@@ -130,3 +130,14 @@ def batch_sharding(mesh: Mesh, shape: Sequence[int]) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def data_shards(rows: int) -> int:
+  """Devices the batch axis is sharded over under the current mesh (`RULES["batch"]`),
+  reduced to a divisor of `rows` (a common divisor still packs correctly, only less locally)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return 1
+  axes = RULES["batch"]
+  axes = axes if isinstance(axes, tuple) else (axes,)
+  return math.gcd(math.prod(mesh.shape[a] for a in axes if a in mesh.shape), rows)

@@ -190,7 +190,7 @@ class Packed(Layout):
       raise ValueError(f"actor.ppo_max_token_len_per_device={row_len} is shorter than the longest "
                        f"sequence: the batch's prompt length {p} + rollout.response_length {r}")
     self.row_len = row_len
-    self.shards = packed.data_shards(b // n_mini)
+    self.shards = sharding.data_shards(b // n_mini)
     self.rows = packed.pack_rows(self.ids_bt, self.mask_bt, n_mini, self.shards, row_len,
                                  packed.response_head_mask(seqs.prompt_mask_bp, seqs.mask_br))
     self.resp_off = packed.response_offsets(seqs.prompt_mask_bp, r, n_mini, self.shards)  # [g, d, s, R]

@@ -11,25 +11,12 @@ are today's [b, R] functions with the mini-batch's global denominators: packing 
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
 from grlo_jax import sharding
 from grlo_jax.rl import chunked_head, packing
-
-
-def data_shards(rows: int) -> int:
-  """Devices the batch axis is sharded over under the current mesh (`sharding.RULES["batch"]`),
-  reduced to a divisor of `rows` (a common divisor still packs correctly, only less locally)."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    return 1
-  axes = sharding.RULES["batch"]
-  axes = axes if isinstance(axes, tuple) else (axes,)
-  return math.gcd(math.prod(mesh.shape[a] for a in axes if a in mesh.shape), rows)
 
 
 def split_shards(x: jax.Array, n_mini: int, d: int) -> jax.Array:
@@ -185,7 +172,7 @@ def rm_scores(rm_model, ids_bt: jax.Array, mask_bt: jax.Array, row_len: int) -> 
   rows of `row_len` packed per device; and the rows computed (float32)."""
   if rm_model.cfg.head != "score":
     raise ValueError(f"expected a reward model with a score head, got head={rm_model.cfg.head!r}")
-  d = data_shards(ids_bt.shape[0])
+  d = sharding.data_shards(ids_bt.shape[0])
   rows = pack_rows(ids_bt, mask_bt, 1, d, row_len)
   graphdef, params = nnx.split(rm_model)
 
