@@ -147,3 +147,22 @@ def test_slots_sharded_over_the_data_axes_equal_one_device(hf_and_model):
   got = _np(out)
   np.testing.assert_array_equal(got["tokens"], single["tokens"])
   np.testing.assert_allclose(got["logprobs"], single["logprobs"], atol=1e-5)
+
+
+def test_the_drain_keeps_the_slot_cache_sharded():
+  """Compacting the slots gathers inside each data shard: the compiled engine's temporaries stay
+  well under one copy of the whole cache (a global gather made XLA replicate it on every device:
+  4.8 MiB of temporaries against a 4.5 MiB cache here, ~290 GiB a chip for the recipe on TPU)."""
+  from flax import nnx
+  cfg = models.preset("nano").replace(num_layers=2)
+  mesh = sharding.make_mesh({"fsdp": 8})
+  b, p, n, s = 64, 32, 256, 32
+  with jax.set_mesh(mesh):
+    model = models.init_model(cfg, mesh=mesh)
+    ids = jax.device_put(jnp.ones((b, p), jnp.int32), sharding.batch_sharding(mesh, (b, p)))
+    params = SamplingParams(max_new_tokens=n, max_num_seqs=s, unroll_decode=False)
+    graphdef, state = nnx.split(model)
+    compiled = jax.jit(rollout._generate, static_argnames=("graphdef", "p")).lower(
+        graphdef, state, ids, ids, jax.random.key(0), params).compile()
+  cache_bytes = 2 * cfg.num_layers * s * cfg.num_kv_heads * cfg.head_dim * (p + n) * 4  # k and v, float32
+  assert compiled.memory_analysis().temp_size_in_bytes < 0.75 * cache_bytes
