@@ -90,3 +90,11 @@ def test_resume_with_another_model_is_refused(runs, tmp_path):
   c.model.base_arch = "tiny"
   with pytest.raises(ValueError, match="do not fit"):
     trainer.train_rm(c, once)
+
+
+def test_critic_from_the_rm_starts_at_its_score(runs):
+  (once, _), _ = runs
+  rm = models.load_pretrained(once, head="score", num_labels=1)
+  critic = models.load_pretrained(once, head="value", num_labels=1)  # model.critic_path=RM workdir
+  ids_bt = jnp.asarray([[5, 9, 17, 40, 2]])
+  np.testing.assert_allclose(critic(ids_bt)[:, -1], rm(ids_bt)[:, 0], rtol=1e-6, atol=1e-6)
