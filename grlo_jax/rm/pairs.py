@@ -1,9 +1,9 @@
 """Preference pairs from a model's own samples, ranked by a verifier (`launch/make_pairs.py`).
 
 For each prompt the model's k samples are graded against the ground truth and sorted into
-kinds: "correct"; and three kinds of wrong ones: "wrong_answer" (a final answer, not the
-truth), "no_answer" (ran to its end without any answer the verifier can extract) and
-"truncated" (cut at the token limit before an answer). A pair is (a correct sample, a wrong
+kinds: "correct"; and three kinds of wrong ones: "truncated" (cut at the token limit, its last
+number not the truth), "wrong_answer" (ended with an answer that is not the truth) and
+"no_answer" (ended without any answer the verifier can extract). A pair is (a correct sample, a wrong
 one): one pair per wrong kind found, each prompt contributing at most `max_pairs_per_prompt`,
 so the kinds mix as they occur in the model's outputs. Prompts with no correct sample or no
 wrong one make no pair (counted). Records are `{"prompt", "chosen", "rejected", "extra_info"}`
@@ -34,9 +34,9 @@ def kind(s: Sample) -> str:
   """"correct", or which kind of wrong (`WRONG_KINDS`)."""
   if s.correct:
     return "correct"
-  if s.answer is not None:
-    return "wrong_answer"
-  return "truncated" if s.truncated else "no_answer"
+  if s.truncated:  # cut at the limit: whatever number the verifier found was not a final answer
+    return "truncated"
+  return "wrong_answer" if s.answer is not None else "no_answer"
 
 
 def mine_pairs(prompts: Sequence[str], samples: Sequence[Sequence[Sample]], ids: Sequence[str],
