@@ -10,7 +10,6 @@ reward model's parameters (score head included) and `meta` its model config, so
 
 from __future__ import annotations
 
-
 import logging
 import resource
 import time
@@ -201,15 +200,3 @@ def train_rm(c: ml_collections.ConfigDict, workdir: epath.PathLike) -> state_lib
       checkpointer.close()
       writer.close()
   return st
-
-
-def describe(workdir: epath.PathLike) -> dict:
-  """What a reward-model workdir holds: its newest step and model config (for tools and tests)."""
-  step_dir = ckpt_lib.find_step_dir(workdir)
-  if step_dir is None:
-    raise FileNotFoundError(f"{workdir}: no checkpoint")
-  meta = ckpt_lib.read_meta(step_dir)
-  return {"step": meta["step"], "model": meta["policy_model"], "path": str(step_dir)}
-
-
-
