@@ -11,6 +11,9 @@ Presets (`--config=configs/grlo.py:NAME`):
   llama_rm  the paper's exact RM, Skywork-Reward-V2-Llama-3.1-8B, through the re-tokenize path.
   tiny      the embedded default: tiny random policy, critic and RM, the prompts that ship with
             the package and a tokenizer built at start-up; trains on a laptop CPU in minutes.
+  smollm2   the recipe on a real model on a CPU: SmolLM2-135M-Instruct, PPO + GAE critic against
+            a reward model trained by launch/train_rm.py (configs/rm.py:smollm2), KL to the
+            reference in the loss (docs/rlhf.md).
 
 Keys follow verl's names where verl has one (docs/config.md maps GRLO's train.sh flags).
 Every key needs a rule in grlo_jax/config_schema.py (its valid values, checked at start-up).
@@ -146,8 +149,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     c.reward.retokenize = True
   elif preset == "tiny":
     _tiny(c)
+  elif preset == "smollm2":
+    _smollm2(c)
   elif preset:
-    raise ValueError(f"unknown preset {preset!r} for configs/grlo.py; known: llama_rm, tiny")
+    raise ValueError(f"unknown preset {preset!r} for configs/grlo.py; known: llama_rm, tiny, smollm2")
   return c
 
 
@@ -185,3 +190,44 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.checkpoint.every_steps = 50
   c.log.every_steps = 10
   c.log.samples_every_steps = 25
+
+
+def _smollm2(c: ml_collections.ConfigDict) -> None:
+  """SmolLM2-135M-Instruct (the GGUF of docs/smollm2.md) as policy, reference and critic (the policy
+  with a new value head), scored by the reward model `launch/train_rm.py --config=configs/rm.py:smollm2`
+  wrote (`model.rm_path`: its workdir), on `arithmetic:train` prompts; the recipe's PPO + GAE
+  (gamma = lam = 1, whitened advantages, clip 0.2, value clip 0.5) sized for a 2-core CPU with
+  ~8 GB free: 4 prompts x 2 responses of <= 48 tokens a step at temperature 0.7, one update a
+  step, remat on and the frozen RM / reference in bfloat16 (docs/rlhf.md: the run and what did
+  not fit). KL to the reference in the loss (low_var_kl, 0.01), so the critic's return is the
+  RM score."""
+  c.model.policy_path = "models/smollm2"
+  c.model.policy_arch = "smollm2_135m"
+  c.model.rm_path = "workdirs/rm_smollm2"  # a launch/train_rm.py workdir
+  c.model.rm_arch = "smollm2_135m"
+  c.model.compute_dtype = "float32"
+  c.model.rm_dtype = "bfloat16"
+  c.model.remat = True
+  c.data.train_files = "arithmetic:train"
+  c.data.train_batch_size = 4
+  c.data.max_prompt_length = 64
+  c.data.num_epochs = 1
+  c.reward.route = "model"  # every record to the RM; the verifier only measures (launch/evaluate.py)
+  c.rollout.n = 2
+  c.rollout.response_length = 48
+  c.rollout.temperature = 0.7
+  c.actor.optim.lr = 2e-5
+  c.critic.optim.lr = 5e-5
+  c.actor.ppo_mini_batch_size = 4  # one update a step
+  c.actor.micro_batch_size = 8
+  # The step's sequences (<= 112 tokens each) fit one packed row of 2048: the recipe's 16384-token
+  # rows would hold ~11 GB of activations for the backward on a CPU host.
+  c.actor.ppo_max_token_len_per_device = 2048
+  c.actor.use_kl_loss = True
+  c.actor.kl_loss_coef = 0.01
+  c.actor.kl_loss_type = "low_var_kl"
+  c.total_steps = 10
+  c.checkpoint.every_steps = 5
+  c.checkpoint.max_to_keep = 2
+  c.checkpoint.async_save = False  # an async save's host copy was the peak that the OOM killer met
+  c.log.samples_every_steps = 2

@@ -235,9 +235,10 @@ class Path(Rule):
       path = epath.Path(value)
       if not path.exists():
         raise _Bad(f"{value} does not exist" + (f" ('' = {self.empty})" if self.empty else ""))
-      if self.kind == "model" and path.is_dir() and not any((path / m).exists() for m in _MODEL_MARKERS):
+      if (self.kind == "model" and path.is_dir() and not any((path / m).exists() for m in _MODEL_MARKERS)
+          and not any(path.glob("*.gguf"))):  # a folder holding a GGUF file (docs/smollm2.md)
         raise _Bad(f"{value} is neither an HF model folder (config.json), an Orbax model folder "
-                   "(model_config.json), nor a training workdir (checkpoints/)")
+                   "(model_config.json), a folder with a .gguf file, nor a training workdir (checkpoints/)")
       if self.kind == "tokenizer" and not ((path / "tokenizer.json").exists()
                                            or (path / "tokenizer_config.json").exists()):
         raise _Bad(f"{value} holds no tokenizer (tokenizer.json)")

@@ -82,7 +82,7 @@ class Progress:
     self._t0 = None
     self._timed_from = 0
 
-  def line(self, step: int, step_seconds: float, tokens: float, reward: float) -> str:
+  def line(self, step: int, step_seconds: float, tokens: float, reward: float, label: str = "reward") -> str:
     now = time.perf_counter()
     if self._t0 is None:  # the first step compiles: time the rest
       self._t0, self._timed_from = now, step
@@ -91,7 +91,7 @@ class Progress:
     eta = max(self.total - step, 0) * per_step
     pct = 100.0 * step / max(self.total, 1)
     return (f"step {step}/{self.total} ({pct:.0f}%) | {tokens / max(step_seconds, 1e-9):,.0f} tok/s | "
-            f"{step_seconds:.2f} s/step | reward {reward:+.4f} | ETA {_hms(eta)}")
+            f"{step_seconds:.2f} s/step | {label} {reward:+.4f} | ETA {_hms(eta)}")
 
 
 def _hms(seconds: float) -> str:

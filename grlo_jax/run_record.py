@@ -174,7 +174,8 @@ def saved_state_shapes(c: ml_collections.ConfigDict):
 
 
 def _tokenizer_spec(cfg: dict) -> str:
-  return cfg["model"]["tokenizer"] or cfg["model"]["policy_path"]
+  m = cfg["model"]  # an RL config's policy_path, a reward-model config's base_path (configs/rm.py)
+  return m["tokenizer"] or m.get("policy_path") or m.get("base_path", "")
 
 
 def _tokenizer_problem(new: dict, old: dict, workdir: epath.Path) -> str | None:
@@ -190,9 +191,12 @@ def _tokenizer_problem(new: dict, old: dict, workdir: epath.Path) -> str | None:
           f"{saved}) is not this config's ({_tokenizer_spec(new)!r}, {len(want)} ids)")
 
 
-def check_resume(c: ml_collections.ConfigDict, workdir: epath.PathLike) -> Resume:
+def check_resume(c: ml_collections.ConfigDict, workdir: epath.PathLike, *,
+                 state_shapes=None) -> Resume:
   """Compares `c` with the run already in `workdir` (reading only configs, Orbax metadata and
-  tokenizers); raises `ResumeError` when the saved state does not fit `c`, logs the other changes."""
+  tokenizers); raises `ResumeError` when the saved state does not fit `c`, logs the other changes.
+  `state_shapes(c)`: the shape-only train state of `c` (default `saved_state_shapes`, the RL
+  state; `rm.trainer` passes the reward model's)."""
   workdir = epath.Path(workdir)
   new = config_dict(c)
   step_dir = ckpt_lib.find_step_dir(workdir) if (workdir / ckpt_lib.CHECKPOINTS).is_dir() else None
@@ -209,7 +213,7 @@ def check_resume(c: ml_collections.ConfigDict, workdir: epath.PathLike) -> Resum
   problems = []
   misfit, cast = [], []
   if step_dir is not None:
-    like = saved_state_shapes(c)
+    like = (state_shapes or saved_state_shapes)(c)
     if like is not None:
       misfit, cast = ckpt_lib.stored_mismatches(step_dir, like)
   if (tok := _tokenizer_problem(new, old, workdir)) is not None:

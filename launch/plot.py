@@ -8,6 +8,12 @@ entropy; KL (`actor/ppo_kl`, and `actor/kl_to_ref` with a reference model); grad
 (actor, and critic with GAE); step time. Held-out accuracy comes from launch/evaluate.py reports
 under `DIR/eval/*.json` (their "step": 0 for the model before training) and from any
 `eval/.../accuracy` key in metrics.jsonl. A panel whose keys were not logged says so.
+
+`--layout=rlhf` (a PPO run against a reward model, docs/rlhf.md) draws three panels instead: the
+RM score (train, mean per step) and the held-out ground-truth accuracy on one chart (two axes,
+so a policy that games the RM shows as the two parting); KL to the reference; the critic's loss
+and its explained variance, `1 - 2 vf_loss / Var(score)` (exact for gamma = lam = 1 and no KL in
+the reward, where every token's return is the sequence's score; a lower bound with value clipping).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds metrics
 _OUTPUT = flags.DEFINE_string("output", None, "PNG to write; default WORKDIR/curves.png.")
 _TITLE = flags.DEFINE_string("title", None, "Figure title; default: the workdir's name.")
 _DPI = flags.DEFINE_integer("dpi", 110, "Resolution of the PNG.", lower_bound=30)
+_LAYOUT = flags.DEFINE_enum("layout", "default", ["default", "rlhf"], "Panels: the default six, or "
+                            "rlhf (RM score beside held-out accuracy, KL, critic).")
 
 
 def read_metrics(path: pathlib.Path) -> list[dict]:
@@ -146,13 +154,91 @@ def plot(workdir: pathlib.Path, output: pathlib.Path, title: str | None = None, 
   return drawn
 
 
+def explained_variance(rows: Sequence[dict]) -> tuple[list[int], list[float]]:
+  """Per step, 1 - 2 critic/vf_loss / reward/std^2 (see the module docstring)."""
+  pts = [(r["step"], 1.0 - 2.0 * float(r["critic/vf_loss"]) / float(r["reward/std"]) ** 2) for r in rows
+         if r.get("critic/vf_loss") is not None and float(r.get("reward/std") or 0.0) > 1e-6]
+  return [s for s, _ in pts], [v for _, v in pts]
+
+
+def plot_rlhf(workdir: pathlib.Path, output: pathlib.Path, title: str | None = None, dpi: int = 110) -> list[str]:
+  """The `--layout=rlhf` figure; returns the panels drawn with data."""
+  import matplotlib  # lazy: only plotting needs it
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from matplotlib.ticker import MaxNLocator
+
+  metrics = workdir / "metrics.jsonl"
+  if not metrics.is_file():
+    raise FileNotFoundError(f"{workdir}: no metrics.jsonl (is it a launch/train.py workdir?)")
+  rows = read_metrics(metrics)
+  if not rows:
+    raise ValueError(f"{metrics}: no steps logged yet")
+  accuracy = held_out(workdir, rows)
+  fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
+  drawn = []
+  ax = axes[0]
+  steps, score = _series(rows, "reward/mean")
+  ax.plot(steps, score, marker="o", markersize=3, linewidth=1.6, color="tab:blue", label="RM score (train mean)")
+  ax.set_ylabel("RM score", color="tab:blue")
+  ax.set_xlabel("step")
+  ax.grid(alpha=0.3)
+  acc_ax = ax.twinx()
+  for name, points in accuracy.items():
+    acc_ax.plot([s for s, _ in points], [100 * a for _, a in points], marker="s", markersize=7, linewidth=2,
+                linestyle="--", color="tab:red", label=f"held-out accuracy ({name})")
+    for s, a in points:
+      acc_ax.annotate(f"{100 * a:.1f}%", (s, 100 * a), textcoords="offset points", xytext=(4, 6), fontsize=9)
+  acc_ax.set_ylabel("held-out accuracy (%)", color="tab:red")
+  acc_ax.set_ylim(0, 100)
+  handles = ax.get_legend_handles_labels()[0] + acc_ax.get_legend_handles_labels()[0]
+  labels = ax.get_legend_handles_labels()[1] + acc_ax.get_legend_handles_labels()[1]
+  ax.legend(handles, labels, fontsize=8, loc="upper left")
+  ax.set_title("RM score and ground truth", fontsize=12)
+  drawn.append("score")
+  ax = axes[1]
+  for key, label in (("actor/kl_to_ref", "policy -> reference"), ("actor/kl_loss", "KL loss (low_var_kl)")):
+    st, v = _series(rows, key)
+    if st:
+      ax.plot(st, v, marker="o", markersize=3, linewidth=1.6, label=label)
+      drawn.append(key)
+  ax.set_title("KL to the reference", fontsize=12)
+  ax.set_xlabel("step")
+  ax.set_ylabel("nats / token")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax = axes[2]
+  st, v = _series(rows, "critic/vf_loss")
+  ax.plot(st, v, marker="o", markersize=3, linewidth=1.6, color="tab:green", label="critic loss (vf_loss)")
+  ax.set_ylabel("vf_loss", color="tab:green")
+  ax.set_xlabel("step")
+  ax.grid(alpha=0.3)
+  ev_ax = ax.twinx()
+  st, ev = explained_variance(rows)
+  ev_ax.plot(st, ev, marker="^", markersize=4, linewidth=1.4, color="tab:purple", label="explained variance")
+  ev_ax.set_ylabel("explained variance", color="tab:purple")
+  handles = ax.get_legend_handles_labels()[0] + ev_ax.get_legend_handles_labels()[0]
+  labels = ax.get_legend_handles_labels()[1] + ev_ax.get_legend_handles_labels()[1]
+  ax.legend(handles, labels, fontsize=8, loc="upper right")
+  ax.set_title("critic", fontsize=12)
+  drawn.append("critic")
+  for a in axes:
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))
+  fig.suptitle(title or workdir.name, fontsize=13)
+  output.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(output, dpi=dpi)
+  plt.close(fig)
+  return drawn
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   workdir = pathlib.Path(_WORKDIR.value)
   output = pathlib.Path(_OUTPUT.value) if _OUTPUT.value else workdir / "curves.png"
   try:
-    drawn = plot(workdir, output, _TITLE.value, _DPI.value)
+    drawn = (plot_rlhf if _LAYOUT.value == "rlhf" else plot)(workdir, output, _TITLE.value, _DPI.value)
   except (ValueError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from None
   print(f"wrote {output} ({', '.join(drawn)})")

@@ -13,6 +13,9 @@ rule-scored: `reward_model.ground_truth` is the sum, the prompt asks for it in `
 Spec strings, wherever a prompt file is accepted (`data.train_files`, `evaluate.py --records`):
 `arithmetic:SPLIT[:N[:SEED[:DIGITS]]]`, e.g. `arithmetic:train:4096:0`; N defaults to the whole
 split, SEED to 0, DIGITS to 2.
+
+`arithmetic-pairs:SPLIT[:N[:SEED[:DIGITS]]]` names the same N problems as the source of preference
+pairs (`launch/make_pairs.py`): a model's own samples of them, ranked by the math verifier.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ TEST_BUCKETS = 1  # of 10: the share of problems held out
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 DATA_SOURCE = "synthetic/arithmetic"
 PREFIX = "arithmetic:"
+PAIRS_PREFIX = "arithmetic-pairs:"
 
 
 def question(a: int, b: int) -> str:
@@ -76,10 +80,16 @@ def is_spec(path: Any) -> bool:
   return isinstance(path, str) and path.startswith(PREFIX)
 
 
+def is_pairs_spec(path: Any) -> bool:
+  return isinstance(path, str) and path.startswith(PAIRS_PREFIX)
+
+
 def parse_spec(spec: str) -> dict[str, Any]:
-  """`arithmetic:SPLIT[:N[:SEED[:DIGITS]]]` -> records()'s keyword arguments; raises ValueError
-  for a malformed spec, an unknown split or digits outside 1..6 (N is checked by records())."""
-  parts = spec[len(PREFIX):].split(":")
+  """`arithmetic:SPLIT[:N[:SEED[:DIGITS]]]` (or `arithmetic-pairs:...`) -> records()'s keyword
+  arguments; raises ValueError for a malformed spec, an unknown split or digits outside 1..6
+  (N is checked by records())."""
+  prefix = PAIRS_PREFIX if is_pairs_spec(spec) else PREFIX
+  parts = spec[len(prefix):].split(":")
   if not 1 <= len(parts) <= 4 or not parts[0]:
     raise ValueError(f"{spec!r}: expected arithmetic:SPLIT[:N[:SEED[:DIGITS]]]")
   try:

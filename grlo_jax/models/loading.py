@@ -128,13 +128,30 @@ def _load_tensors(file_cfg: ModelConfig, reader: Any, source: str, mesh: Mesh,
 
 
 def _load_orbax(cfg: ModelConfig, params_dir: epath.Path, mesh: Mesh, overrides: dict[str, Any]) -> Transformer:
+  """The stored parameters; with another `head` than stored, the backbone with a new head: a
+  reward model's score head becomes a critic's value head (`value_d` = the score column, bias 0,
+  as OpenRLHF initialises a critic from its RM), any other new head is drawn at random."""
+  stored_cfg = cfg.replace(**{k: v for k, v in overrides.items() if k not in ("head", "num_labels")})
   cfg = cfg.replace(**overrides)
+  new_head = (cfg.head, cfg.num_labels) != (stored_cfg.head, stored_cfg.num_labels)
   graphdef, abs_state = abstract(cfg)
+  _, stored_state = abstract(stored_cfg) if new_head else (None, abs_state)
   target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
-                        nnx.to_pure_dict(abs_state),
-                        nnx.to_pure_dict(sharding.tree_shardings(abs_state, mesh)))
+                        nnx.to_pure_dict(stored_state),
+                        nnx.to_pure_dict(sharding.tree_shardings(stored_state, mesh)))
   with ocp.StandardCheckpointer() as ckptr:
     restored = ckptr.restore(params_dir.resolve(), target)
+  if new_head:
+    shardings = nnx.to_pure_dict(sharding.tree_shardings(abs_state, mesh))
+    old_heads = {name: restored.pop(name) for name in HEAD_PARAMS if name in restored}
+    for name, var in nnx.to_pure_dict(abs_state).items():
+      if name in HEAD_PARAMS:
+        dtype = hf.host_dtype(var.dtype)
+        if name == "value_d" and "score_dc" in old_heads:
+          host = np.asarray(jax.device_get(old_heads["score_dc"]))[:, 0].astype(dtype)
+        else:
+          host = _random_param(name, var.shape, dtype, seed=0)
+        restored[name] = hf.jax_array(host, shardings[name])
   nnx.replace_by_pure_dict(abs_state, restored)
   return nnx.merge(graphdef, abs_state)
 

@@ -39,3 +39,16 @@ def test_plot_names_what_is_missing(tmp_path):
   (tmp_path / "bad" / "metrics.jsonl").write_text('{"step": 1}\nnot json\n')
   with pytest.raises(ValueError, match="metrics.jsonl:2: invalid JSON"):
     plot.plot(tmp_path / "bad", tmp_path / "e.png")
+
+
+def test_plot_rlhf_layout_and_explained_variance(tmp_path):
+  rows = [{"step": s, "reward/mean": 0.5 * s, "reward/std": 1.0, "critic/vf_loss": 0.5 / s,
+           "actor/kl_to_ref": 0.01 * s} for s in range(1, 5)]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  (tmp_path / "eval").mkdir()
+  (tmp_path / "eval" / "before.json").write_text(json.dumps({"benchmarks": {"a": {"accuracy": 0.1}}, "step": 0}))
+  steps, ev = plot.explained_variance(plot.read_metrics(tmp_path / "metrics.jsonl"))
+  assert steps == [1, 2, 3, 4] and ev == pytest.approx([0.0, 0.5, 1 - 1 / 3, 0.75])
+  out = tmp_path / "r.png"
+  assert plot.plot_rlhf(tmp_path, out) == ["score", "actor/kl_to_ref", "critic"]
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,110 @@
+"""The reward-model train step: one jitted update on a batch of pairs, gradients accumulated.
+
+  step = jit_rm_step(make_rm_step(graphdef, tx, grad_accum_steps=2, use_margin=False), mesh, state, batch)
+  state, metrics = step(state, batch)
+
+The state is `rl.state.TrainState` with the reward model as its `actor` (its score head, HF
+*ForSequenceClassification's convention: label 0 at each row's last real token), so the same
+Orbax checkpointer saves it and a workdir loads as `model.rm_path` like a policy checkpoint.
+Chosen and rejected sides of a micro-batch run as one [2b, T] forward. The loss of a batch of B
+pairs is the mean BT loss over its real pairs (`weight_b`); micro-batch gradients are of the
+loss *sums* divided by the batch's count, so their sum is the full batch's gradient exactly
+(up to float addition order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from grlo_jax import sharding
+from grlo_jax.rl.state import TrainState
+from grlo_jax.rm import loss as loss_lib
+
+Batch = dict[str, jax.Array]
+
+
+def pair_scores(graphdef: nnx.GraphDef, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+  """(chosen [b], rejected [b]) float32 scores of a batch of right-padded pairs."""
+  model = nnx.merge(graphdef, params)
+  ids_bt = jnp.concatenate([batch["chosen_ids_bt"], batch["rejected_ids_bt"]], axis=0)
+  mask_bt = jnp.concatenate([batch["chosen_mask_bt"], batch["rejected_mask_bt"]], axis=0)
+  ids_bt = sharding.constrain(ids_bt, ("batch", None))
+  mask_bt = sharding.constrain(mask_bt, ("batch", None))
+  s_b = model(ids_bt, mask_bt)[:, 0].astype(jnp.float32)
+  b = batch["chosen_ids_bt"].shape[0]
+  return s_b[:b], s_b[b:]
+
+
+def make_rm_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *, grad_accum_steps: int = 1,
+                 use_margin: bool = False) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """`step(state, batch) -> (state, metrics)`: metrics are means over the batch's real pairs
+  (loss, pair_accuracy, margin, score/chosen_mean, score/rejected_mean) and the gradient norm."""
+
+  def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    a = grad_accum_steps
+    b = batch["chosen_ids_bt"].shape[0]
+    if b % a:
+      raise ValueError(f"a batch of {b} pairs does not split into {a} micro-batches")
+    total = jnp.maximum(jnp.sum(batch["weight_b"].astype(jnp.float32)), 1.0)
+    # [B, ...] -> [A, B / A, ...]: micro-batch i holds rows i, i + A, ... (each device keeps its own).
+    micro = {k: jnp.moveaxis(v.reshape(b // a, a, *v.shape[1:]), 1, 0) for k, v in batch.items()}
+    micro = {k: sharding.constrain(v, (None, "batch") + (None,) * (v.ndim - 2)) for k, v in micro.items()}
+
+    def loss_fn(params, mb):
+      c_b, r_b = pair_scores(graphdef, params, mb)
+      sums = loss_lib.pair_metrics(c_b, r_b, mb["weight_b"], mb["margin_b"] if use_margin else None)
+      return sums["loss"] / total, sums
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulate(carry, mb):
+      grads, sums = carry
+      (_, s), g = grad_fn(state.actor, mb)
+      return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, sums, s)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.actor)
+    zero_sums = {k: jnp.zeros((), jnp.float32) for k in
+                 ("loss", "pair_accuracy", "margin", "score/chosen_mean", "score/rejected_mean", "count")}
+    if a == 1:
+      (grads, sums), _ = accumulate((zeros, zero_sums), {k: v[0] for k, v in micro.items()})
+    else:
+      (grads, sums), _ = jax.lax.scan(accumulate, (zeros, zero_sums), micro)
+    updates, opt = tx.update(grads, state.actor_opt, state.actor)
+    params = optax.apply_updates(state.actor, updates)
+    metrics = loss_lib.means(sums) | {"grad_norm": optax.global_norm(grads), "pairs": sums["count"]}
+    return state.replace(step=state.step + 1, actor=params, actor_opt=opt), metrics
+
+  return step
+
+
+def make_eval_fn(graphdef: nnx.GraphDef, use_margin: bool = False) -> Callable[[nnx.State, Batch], dict]:
+  """`eval(params, batch) -> pair_metrics sums` (add over batches, then `loss.means`)."""
+
+  def evaluate(params, batch: Batch) -> dict:
+    c_b, r_b = pair_scores(graphdef, params, batch)
+    return loss_lib.pair_metrics(c_b, r_b, batch["weight_b"], batch["margin_b"] if use_margin else None)
+
+  return evaluate
+
+
+def batch_shardings(mesh: Mesh, batch: Batch) -> dict:
+  return {k: sharding.batch_sharding(mesh, v.shape) for k, v in batch.items()}
+
+
+def jit_rm_step(step, mesh: Mesh, state: TrainState, batch: Batch):
+  """Jit with explicit shardings (the state's from its logical axes, the batch's over the data
+  axes) and the state donated, as `rl.step.jit_train_step`. `state`, `batch` may be abstract."""
+  state_sh = sharding.tree_shardings(state, mesh)
+  return jax.jit(step, in_shardings=(state_sh, batch_shardings(mesh, batch)),
+                 out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def jit_eval(evaluate, mesh: Mesh, params, batch: Batch):
+  return jax.jit(evaluate, in_shardings=(sharding.tree_shardings(params, mesh), batch_shardings(mesh, batch)),
+                 out_shardings=sharding.replicated(mesh))

@@ -1,0 +1,100 @@
+"""The RM trainer end to end on a tiny random model: a planted preference learned, the workdir
+loads as `model.rm_path` with the scores the step computed, and 4 + 4 steps resume bitwise."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import rm as rm_configs
+from grlo_jax import data, models
+from grlo_jax.data import preferences
+from grlo_jax.rewards import reward_model
+from grlo_jax.rm import step as step_lib
+from grlo_jax.rm import trainer
+
+
+def _config(total_steps):
+  c = rm_configs.get_config("tiny")
+  c.total_steps = total_steps
+  c.eval_every_steps = 4
+  c.checkpoint.every_steps = 4
+  c.checkpoint.async_save = False
+  c.log.tensorboard = False
+  return c
+
+
+def _rows(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """(8 steps in one go, the same as 4 then 4 more in another workdir)."""
+  once, twice = tmp_path_factory.mktemp("once"), tmp_path_factory.mktemp("twice")
+  st_once = trainer.train_rm(_config(8), once)
+  trainer.train_rm(_config(4), twice)
+  st_twice = trainer.train_rm(_config(8), twice)
+  return (once, st_once), (twice, st_twice)
+
+
+def test_planted_preference_separated(runs):
+  (once, _), _ = runs
+  rows = _rows(once)
+  assert {"loss", "pair_accuracy", "margin", "score/chosen_mean", "score/rejected_mean"} <= set(rows[0])
+  final = rows[-1]
+  assert final["step"] == 8 and final["eval/pair_accuracy"] >= 0.95, final
+  assert final["eval/loss"] < rows[3]["eval/loss"] < 0.69  # held-out loss falling, below chance
+
+
+def test_resume_4_plus_4_is_bitwise(runs):
+  (once, st_once), (twice, st_twice) = runs
+  a, b = jax.device_get(nnx.to_pure_dict(st_once.actor)), jax.device_get(nnx.to_pure_dict(st_twice.actor))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  ra, rb = _rows(once), _rows(twice)
+  for x, y in zip(ra[4:], rb[4:]):
+    assert x["step"] == y["step"] and x["loss"] == y["loss"] and x["pair_accuracy"] == y["pair_accuracy"]
+  assert (twice / "config.resume-1.json").exists()
+
+
+def test_workdir_loads_as_rm_path_with_the_same_scores(runs):
+  (once, st), _ = runs
+  tok = data.load_tokenizer(once / "tokenizer")
+  pairs = preferences.encode_pairs(preferences.read_pairs("planted:8:1"), tok, max_length=64)
+  batch = preferences.eval_batches(pairs, 8)[0]
+  rm = models.load_pretrained(once, head="score", num_labels=1)  # what trainer._load_models does for rm_path
+  assert rm.cfg.head == "score"
+  graphdef = nnx.graphdef(rm)
+  want_c, want_r = step_lib.pair_scores(graphdef, st.actor, {k: jnp.asarray(v) for k, v in batch.items()})
+  # The RL step's input for the same (prompt, reply): the policy prompt + response + turn end, in-graph.
+  template = reward_model.rm_template_ids(tok)
+  rec = pairs.pairs[0].record
+  prompt = tok.apply_chat_template([dict(m) for m in rec.chosen[:-1]], add_generation_prompt=True, tokenize=False)
+  prompt_ids = tok.encode(prompt, add_special_tokens=False)
+  resp_ids = tok.encode(rec.chosen[-1]["content"], add_special_tokens=False) + [template.eos_ids[0]]
+  ids_bt, mask_bt = template.build(jnp.asarray([prompt_ids]), jnp.ones((1, len(prompt_ids)), jnp.int32),
+                                   jnp.asarray([resp_ids]), jnp.ones((1, len(resp_ids)), jnp.int32))
+  assert reward_model.compact_rows(ids_bt, mask_bt)[0] == pairs.pairs[0].chosen_ids.tolist()
+  got = reward_model.score_with_rm(rm, ids_bt, mask_bt)
+  np.testing.assert_allclose(got[0], want_c[0], rtol=1e-5, atol=1e-5)
+  got_b = reward_model.score_with_rm(rm, jnp.asarray(batch["rejected_ids_bt"]), jnp.asarray(batch["rejected_mask_bt"]))
+  np.testing.assert_allclose(got_b, want_r, rtol=1e-5, atol=1e-5)
+
+
+def test_resume_with_another_model_is_refused(runs, tmp_path):
+  (once, _), _ = runs
+  c = _config(12)
+  c.model.base_arch = "tiny"
+  with pytest.raises(ValueError, match="do not fit"):
+    trainer.train_rm(c, once)
+
+
+def test_critic_from_the_rm_starts_at_its_score(runs):
+  (once, _), _ = runs
+  rm = models.load_pretrained(once, head="score", num_labels=1)
+  critic = models.load_pretrained(once, head="value", num_labels=1)  # model.critic_path=RM workdir
+  ids_bt = jnp.asarray([[5, 9, 17, 40, 2]])
+  np.testing.assert_allclose(critic(ids_bt)[:, -1], rm(ids_bt)[:, 0], rtol=1e-6, atol=1e-6)
