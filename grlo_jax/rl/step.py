@@ -113,6 +113,9 @@ def step_metrics(cfg: RLConfig, roll, prompt_mask_bp, score_b, rewards_br, adv_b
   }
   if cfg.uses_critic:
     metrics["critic/values/mean"] = adv_lib.masked_mean(values_br, maskf_br)
+    # verl's: how much of the returns' variance the rollout's values explain (1 = all).
+    metrics["critic/vf_explained_var"] = 1.0 - adv_lib.masked_var(ret_br - values_br, maskf_br) / (
+        adv_lib.masked_var(ret_br, maskf_br) + 1e-5)
   if ref_logp_br is not None and old_logp_br is not None:
     metrics["actor/kl_to_ref"] = adv_lib.masked_mean(old_logp_br - ref_logp_br, maskf_br)
   return metrics

@@ -159,3 +159,18 @@ def test_apply_update_skips_a_non_finite_update():
   new, _, _, skipped = apply_update(params, opt, tx, {"w": jnp.asarray([1.0, jnp.nan, 1.0])}, jnp.asarray(1.0))
   np.testing.assert_array_equal(np.asarray(new["w"]), 1.0)
   assert float(skipped) == 1.0
+
+
+def test_step_metrics_explained_variance_is_verls():
+  from grlo_jax.rl.step import step_metrics
+  rng = np.random.default_rng(2)
+  mask = np.ones((4, 3), bool)
+  mask[0, 2] = False
+  ret, val = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+  roll = types.SimpleNamespace(mask=jnp.asarray(mask), lengths=jnp.asarray(mask.sum(1)))
+  cfg = RLConfig(sampling=SamplingParams(max_new_tokens=3))
+  f = lambda x: jnp.asarray(x, jnp.float32)
+  m = step_metrics(cfg, roll, jnp.ones((4, 2), bool), f(np.zeros(4)), f(np.zeros((4, 3))), f(ret), f(ret),
+                   f(val), None, None)
+  want = 1 - np.var((ret - val)[mask], ddof=1) / (np.var(ret[mask], ddof=1) + 1e-5)
+  assert float(m["critic/vf_explained_var"]) == pytest.approx(want, rel=1e-5)
