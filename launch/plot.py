@@ -155,7 +155,11 @@ def plot(workdir: pathlib.Path, output: pathlib.Path, title: str | None = None, 
 
 
 def explained_variance(rows: Sequence[dict]) -> tuple[list[int], list[float]]:
-  """Per step, 1 - 2 critic/vf_loss / reward/std^2 (see the module docstring)."""
+  """Per step, the step's own `critic/vf_explained_var` (verl's) where it logged one, else
+  1 - 2 critic/vf_loss / reward/std^2 (see the module docstring; runs from before the metric)."""
+  logged = [(r["step"], float(r["critic/vf_explained_var"])) for r in rows if r.get("critic/vf_explained_var") is not None]
+  if logged:
+    return [s for s, _ in logged], [v for _, v in logged]
   pts = [(r["step"], 1.0 - 2.0 * float(r["critic/vf_loss"]) / float(r["reward/std"]) ** 2) for r in rows
          if r.get("critic/vf_loss") is not None and float(r.get("reward/std") or 0.0) > 1e-6]
   return [s for s, _ in pts], [v for _, v in pts]
