@@ -77,13 +77,7 @@ def plot(workdir: pathlib.Path, output: pathlib.Path, title: str | None = None, 
   import matplotlib.pyplot as plt
   from matplotlib.ticker import MaxNLocator
 
-  metrics = workdir / "metrics.jsonl"
-  if not metrics.is_file():
-    raise FileNotFoundError(f"{workdir}: no metrics.jsonl (is it a launch/train.py workdir?)")
-  rows = read_metrics(metrics)
-  if not rows:
-    raise ValueError(f"{metrics}: no steps logged yet")
-  accuracy = held_out(workdir, rows)
+  rows, accuracy = _workdir_rows(workdir)
   fig, axes = plt.subplots(2, 3, figsize=(15, 8.2), constrained_layout=True)
   drawn = []
 
@@ -154,6 +148,17 @@ def plot(workdir: pathlib.Path, output: pathlib.Path, title: str | None = None, 
   return drawn
 
 
+def _workdir_rows(workdir: pathlib.Path) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
+  """The workdir's logged steps and its held-out evaluations; errors name what is missing."""
+  metrics = workdir / "metrics.jsonl"
+  if not metrics.is_file():
+    raise FileNotFoundError(f"{workdir}: no metrics.jsonl (is it a launch/train.py workdir?)")
+  rows = read_metrics(metrics)
+  if not rows:
+    raise ValueError(f"{metrics}: no steps logged yet")
+  return rows, held_out(workdir, rows)
+
+
 def explained_variance(rows: Sequence[dict]) -> tuple[list[int], list[float]]:
   """Per step, the step's own `critic/vf_explained_var` (verl's) where it logged one, else
   1 - 2 critic/vf_loss / reward/std^2 (see the module docstring; runs from before the metric)."""
@@ -173,13 +178,7 @@ def plot_rlhf(workdir: pathlib.Path, output: pathlib.Path, title: str | None = N
   import matplotlib.pyplot as plt
   from matplotlib.ticker import MaxNLocator
 
-  metrics = workdir / "metrics.jsonl"
-  if not metrics.is_file():
-    raise FileNotFoundError(f"{workdir}: no metrics.jsonl (is it a launch/train.py workdir?)")
-  rows = read_metrics(metrics)
-  if not rows:
-    raise ValueError(f"{metrics}: no steps logged yet")
-  accuracy = held_out(workdir, rows)
+  rows, accuracy = _workdir_rows(workdir)
   fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
   drawn = []
   ax = axes[0]
