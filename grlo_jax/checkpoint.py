@@ -18,6 +18,7 @@ mid-save resumes from the previous step. Restores go onto whatever mesh is curre
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import grain
@@ -83,6 +84,14 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def resume(self, like: TrainState, iterator: grain.DatasetIterator, mesh: Mesh) -> tuple[int, TrainState]:
+    """(the newest saved step, `like` restored from it), or (0, `like`) when nothing is saved."""
+    start = self.latest_step() or 0
+    if not start:
+      return 0, like
+    logging.getLogger(__name__).info("resuming from %s/%d", self.directory, start)
+    return start, self.restore(start, like, iterator, mesh)
 
   def save(self, step: int, state: TrainState, iterator: grain.DatasetIterator, meta: dict) -> None:
     args = ocp.args.Composite(

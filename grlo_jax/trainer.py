@@ -272,10 +272,7 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
 
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=c.checkpoint.max_to_keep,
                                          async_save=c.checkpoint.async_save)
-    start = checkpointer.latest_step() or 0
-    if start:
-      log.info("resuming from %s/%d", checkpointer.directory, start)
-      st = checkpointer.restore(start, st, iterator, mesh)
+    start, st = checkpointer.resume(st, iterator, mesh)
     meta = {"config": json.loads(c.to_json_best_effort()), "policy_model": nnx.merge(defs.actor, st.actor)
             .cfg.to_dict(), "steps_per_epoch": per_epoch, "total_steps": total_steps}
 

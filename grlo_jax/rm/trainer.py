@@ -153,10 +153,7 @@ def train_rm(c: ml_collections.ConfigDict, workdir: epath.PathLike) -> state_lib
     st = state_lib.place(state_lib.init_state(params, tx), mesh)
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=c.checkpoint.max_to_keep,
                                          async_save=c.checkpoint.async_save)
-    start = checkpointer.latest_step() or 0
-    if start:
-      log.info("resuming from %s/%d", checkpointer.directory, start)
-      st = checkpointer.restore(start, st, iterator, mesh)
+    start, st = checkpointer.resume(st, iterator, mesh)
     meta = {"config": run_record.config_dict(c), "policy_model": nnx.merge(graphdef, st.actor).cfg.to_dict(),
             "steps_per_epoch": per_epoch, "total_steps": total_steps, "kind": "reward_model"}
     step_fn, eval_fn = None, None
