@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import grain
@@ -73,11 +74,16 @@ def _abstract_on(tree: Any, mesh: Mesh) -> Any:
                       is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def _absolute(path: epath.PathLike) -> epath.Path:
+  """A local path made absolute (symlinks kept, so logged paths read as given); gs:// as is."""
+  return epath.Path(path if "://" in str(path) else os.path.abspath(path))
+
+
 class Checkpointer:
   """`CheckpointManager` for the trainer: `save(step, state, it, meta)`, `restore(...)`."""
 
   def __init__(self, workdir: epath.PathLike, *, max_to_keep: int = 3, async_save: bool = True):
-    self.directory = epath.Path(workdir) / CHECKPOINTS
+    self.directory = _absolute(workdir) / CHECKPOINTS  # Orbax refuses relative paths
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, item_names=ITEMS, options=options)
@@ -126,7 +132,7 @@ def stored_mismatches(step_dir: epath.PathLike, like: TrainState) -> tuple[list[
   """How a step folder's saved tensors differ from `like`'s (abstract is fine), from Orbax's
   metadata alone (no array is read): (tensors that would not fit: another shape, missing or
   extra; tensors stored in another dtype, which a restore casts). Each names the tensor."""
-  step_dir = epath.Path(step_dir)
+  step_dir = _absolute(step_dir)
   want = {"policy": nnx.to_pure_dict(like.actor), "state": _rest(like)}
   misfit, cast = [], []
   with ocp.StandardCheckpointer() as ckptr:

@@ -2,8 +2,12 @@
 
 import os
 
+# LLVM at its lowest effort: the tests' tiny programs are compile-bound (a tiny RL step compiles
+# ~25% faster), and buffers, shardings and results do not depend on it (benchmarks/gpu_check.sh
+# --cpu does the same). Subprocess tests inherit it.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    " --xla_backend_optimization_level=0"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent compilation cache for the session, inherited by the subprocess tests: the

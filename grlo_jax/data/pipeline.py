@@ -75,6 +75,19 @@ def collate(
   }
 
 
+def host_rows(batch_size: int, shard_index: int | None = None, shard_count: int | None = None) -> slice:
+  """This host's rows of a global batch: `batch_size // shard_count` of them, those of
+  `shard_index` (defaults: `jax.process_index()` of `jax.process_count()`)."""
+  shard_index = jax.process_index() if shard_index is None else shard_index
+  shard_count = jax.process_count() if shard_count is None else shard_count
+  if batch_size % shard_count:
+    raise ValueError(f"batch_size {batch_size} is not divisible by shard_count {shard_count}")
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+  rows = batch_size // shard_count
+  return slice(shard_index * rows, (shard_index + 1) * rows)
+
+
 def make_prompt_dataset(
     prompts: prompts_lib.PromptSet,
     *,
@@ -93,19 +106,12 @@ def make_prompt_dataset(
   that holds the global batch's longest prompt (`bucket_width`; the same on every host) instead
   of `max_prompt_length`.
   """
-  shard_index = jax.process_index() if shard_index is None else shard_index
-  shard_count = jax.process_count() if shard_count is None else shard_count
-  if batch_size % shard_count:
-    raise ValueError(f"batch_size {batch_size} is not divisible by shard_count {shard_count}")
-  if not 0 <= shard_index < shard_count:
-    raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+  rows = host_rows(batch_size, shard_index, shard_count)
   if steps_per_epoch(prompts, batch_size) == 0:
     raise ValueError(f"{len(prompts.prompts)} prompts make no full batch of {batch_size}")
-  rows = batch_size // shard_count
-  host_rows = slice(shard_index * rows, (shard_index + 1) * rows)
   def pad(global_b):
     width = bucket_width(max(len(p.ids_p) for p in global_b), prompts.max_prompt_length, prompt_length_buckets)
-    return collate(global_b[host_rows], max_prompt_length=width, pad_id=prompts.pad_id)
+    return collate(global_b[rows], max_prompt_length=width, pad_id=prompts.pad_id)
 
   # grain reshuffles epoch e with seed + e; hashing the seed first keeps seed s's epoch 1 from
   # being seed s + 1's epoch 0.

@@ -32,11 +32,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grain
-import jax
 import numpy as np
 
 from grlo_jax.data.jsonl import iter_jsonl
-from grlo_jax.data.pipeline import bucket_width
+from grlo_jax.data.pipeline import bucket_width, host_rows
 from grlo_jax.data.records import ROLES, RecordError
 
 log = logging.getLogger(__name__)
@@ -276,14 +275,9 @@ def make_pair_iterator(pairs: PairSet, *, batch_size: int, seed: int, num_epochs
                        shard_count: int | None = None) -> grain.DatasetIterator:
   """Checkpointable iterator over this host's rows of each global batch of `batch_size` pairs
   (shuffled with `seed`, reshuffled each epoch, the last partial batch dropped)."""
-  shard_index = jax.process_index() if shard_index is None else shard_index
-  shard_count = jax.process_count() if shard_count is None else shard_count
-  if batch_size % shard_count:
-    raise ValueError(f"batch_size {batch_size} is not divisible by {shard_count} processes")
+  host = host_rows(batch_size, shard_index, shard_count)
   if steps_per_epoch(pairs, batch_size) == 0:
     raise ValueError(f"{len(pairs.pairs)} pairs make no full batch of {batch_size}")
-  rows = batch_size // shard_count
-  host = slice(shard_index * rows, (shard_index + 1) * rows)
 
   def pad(global_b):
     width = bucket_width(longest(global_b), pairs.max_length, length_buckets)

@@ -101,6 +101,14 @@ def _micro_step(loss_fn, params, info):
   return micro
 
 
+def accumulate(loss_fn, params, micro: dict, info) -> tuple:
+  """(sum of gradients, sum of aux) of `loss_fn(params, mb, info) -> (loss, aux)` over the
+  micro-batches `micro` [k, ...] (`split`), one at a time: activations of one micro-batch live."""
+  zeros, aux0 = _zero_grads_and_aux(loss_fn, params, jax.tree.map(lambda x: x[0], micro), info)
+  (grads, aux), _ = jax.lax.scan(_micro_step(loss_fn, params, info), (zeros, aux0), micro)
+  return grads, aux
+
+
 class Layout:
   """What every layout answers; the phases call only these methods.
 
@@ -164,9 +172,7 @@ class Padded(Layout):
 
   def accumulate(self, loss_fn, params, mini: dict, info: dict):
     """Sum of `loss_fn(params, micro, info)`'s gradients and aux over the mini-batch's micro-batches."""
-    zeros, aux0 = _zero_grads_and_aux(loss_fn, params, jax.tree.map(lambda x: x[0], mini), info)
-    (grads, aux), _ = jax.lax.scan(_micro_step(loss_fn, params, info), (zeros, aux0), mini)
-    return grads, aux
+    return accumulate(loss_fn, params, mini, info)
 
   def update_log_probs(self, graphdef, params, mb: dict, temperature: float):
     """(log-probs, entropies, loss mask) [b, R] of a micro-batch's response tokens."""

@@ -6,7 +6,9 @@
 The state is `rl.state.TrainState` with the reward model as its `actor` (its score head, HF
 *ForSequenceClassification's convention: label 0 at each row's last real token), so the same
 Orbax checkpointer saves it and a workdir loads as `model.rm_path` like a policy checkpoint.
-Chosen and rejected sides of a micro-batch run as one [2b, T] forward. The loss of a batch of B
+Chosen and rejected sides of a micro-batch run as one [2b, T] forward. Micro-batches are the RL
+passes' (`rl.layout.split`: strided, every data shard in each) and their gradients are summed by
+`rl.layout.accumulate`, one micro-batch's activations alive at a time. The loss of a batch of B
 pairs is the mean BT loss over its real pairs (`weight_b`); micro-batch gradients are of the
 loss *sums* divided by the batch's count, so their sum is the full batch's gradient exactly
 (up to float addition order).
@@ -23,6 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from grlo_jax import sharding
+from grlo_jax.rl import layout
 from grlo_jax.rl.state import TrainState
 from grlo_jax.rm import loss as loss_lib
 
@@ -52,29 +55,14 @@ def make_rm_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *, gr
     if b % a:
       raise ValueError(f"a batch of {b} pairs does not split into {a} micro-batches")
     total = jnp.maximum(jnp.sum(batch["weight_b"].astype(jnp.float32)), 1.0)
-    # [B, ...] -> [A, B / A, ...]: micro-batch i holds rows i, i + A, ... (each device keeps its own).
-    micro = {k: jnp.moveaxis(v.reshape(b // a, a, *v.shape[1:]), 1, 0) for k, v in batch.items()}
-    micro = {k: sharding.constrain(v, (None, "batch") + (None,) * (v.ndim - 2)) for k, v in micro.items()}
+    micro = jax.tree.map(lambda v: layout.split(v, a), batch)  # [A, B / A, ...], strided as the RL passes
 
-    def loss_fn(params, mb):
+    def loss_fn(params, mb, total):
       c_b, r_b = pair_scores(graphdef, params, mb)
       sums = loss_lib.pair_metrics(c_b, r_b, mb["weight_b"], mb["margin_b"] if use_margin else None)
       return sums["loss"] / total, sums
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def accumulate(carry, mb):
-      grads, sums = carry
-      (_, s), g = grad_fn(state.actor, mb)
-      return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, sums, s)), None
-
-    zeros = jax.tree.map(jnp.zeros_like, state.actor)
-    zero_sums = {k: jnp.zeros((), jnp.float32) for k in
-                 ("loss", "pair_accuracy", "margin", "score/chosen_mean", "score/rejected_mean", "count")}
-    if a == 1:
-      (grads, sums), _ = accumulate((zeros, zero_sums), {k: v[0] for k, v in micro.items()})
-    else:
-      (grads, sums), _ = jax.lax.scan(accumulate, (zeros, zero_sums), micro)
+    grads, sums = layout.accumulate(loss_fn, state.actor, micro, total)
     updates, opt = tx.update(grads, state.actor_opt, state.actor)
     params = optax.apply_updates(state.actor, updates)
     metrics = loss_lib.means(sums) | {"grad_norm": optax.global_norm(grads), "pairs": sums["count"]}

@@ -2,6 +2,7 @@
 loads as `model.rm_path` with the scores the step computed, and 4 + 4 steps resume bitwise."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -33,11 +34,18 @@ def _rows(workdir):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """(8 steps in one go, the same as 4 then 4 more in another workdir)."""
+  """(8 steps in one go, the same as 4 then 4 more in another workdir). The second workdir is
+  given relative to the current directory, as users type it (Orbax itself takes only absolute
+  paths)."""
   once, twice = tmp_path_factory.mktemp("once"), tmp_path_factory.mktemp("twice")
   st_once = trainer.train_rm(_config(8), once)
-  trainer.train_rm(_config(4), twice)
-  st_twice = trainer.train_rm(_config(8), twice)
+  cwd = os.getcwd()
+  os.chdir(twice.parent)
+  try:
+    trainer.train_rm(_config(4), twice.name)
+    st_twice = trainer.train_rm(_config(8), twice.name)
+  finally:
+    os.chdir(cwd)
   return (once, st_once), (twice, st_twice)
 
 
