@@ -196,11 +196,11 @@ def _smollm2(c: ml_collections.ConfigDict) -> None:
   """SmolLM2-135M-Instruct (the GGUF of docs/smollm2.md) as policy, reference and critic (the policy
   with a new value head), scored by the reward model `launch/train_rm.py --config=configs/rm.py:smollm2`
   wrote (`model.rm_path`: its workdir), on `arithmetic:train` prompts; the recipe's PPO + GAE
-  (gamma = lam = 1, whitened advantages, clip 0.2, value clip 0.5) sized for a 2-core CPU with
-  ~8 GB free: 4 prompts x 2 responses of <= 48 tokens a step at temperature 0.7, one update a
-  step, remat on and the frozen RM / reference in bfloat16 (docs/rlhf.md: the run and what did
-  not fit). KL to the reference in the loss (low_var_kl, 0.01), so the critic's return is the
-  RM score."""
+  (gamma = lam = 1, whitened advantages, clip 0.2, value clip 0.5) sized for a 2-core CPU:
+  8 prompts x 4 responses of <= 48 tokens a step at temperature 0.7, one update a step, remat on,
+  the frozen RM / reference in bfloat16. KL to the reference in the reward (0.05 a token,
+  InstructGPT's shaping): with the recipe's KL-free loss, or KL in the loss, the policy found the
+  RM's blind spot and held-out accuracy fell to 0 by step 15 (docs/rlhf.md)."""
   c.model.policy_path = "models/smollm2"
   c.model.policy_arch = "smollm2_135m"
   c.model.rm_path = "workdirs/rm_smollm2"  # a launch/train_rm.py workdir
@@ -209,25 +209,25 @@ def _smollm2(c: ml_collections.ConfigDict) -> None:
   c.model.rm_dtype = "bfloat16"
   c.model.remat = True
   c.data.train_files = "arithmetic:train"
-  c.data.train_batch_size = 4
+  c.data.train_batch_size = 8
   c.data.max_prompt_length = 64
   c.data.num_epochs = 1
   c.reward.route = "model"  # every record to the RM; the verifier only measures (launch/evaluate.py)
-  c.rollout.n = 2
+  c.rollout.n = 4
   c.rollout.response_length = 48
   c.rollout.temperature = 0.7
+  c.algorithm.use_kl_in_reward = True
+  c.algorithm.kl_penalty = "kl"
+  c.algorithm.kl_coef = 0.05
   c.actor.optim.lr = 2e-5
   c.critic.optim.lr = 5e-5
-  c.actor.ppo_mini_batch_size = 4  # one update a step
+  c.actor.ppo_mini_batch_size = 8  # one update a step
   c.actor.micro_batch_size = 8
-  # The step's sequences (<= 112 tokens each) fit one packed row of 2048: the recipe's 16384-token
+  # The step's sequences (<= 112 tokens each) fit two packed rows of 2048: the recipe's 16384-token
   # rows would hold ~11 GB of activations for the backward on a CPU host.
   c.actor.ppo_max_token_len_per_device = 2048
-  c.actor.use_kl_loss = True
-  c.actor.kl_loss_coef = 0.01
-  c.actor.kl_loss_type = "low_var_kl"
-  c.total_steps = 10
+  c.total_steps = 15
   c.checkpoint.every_steps = 5
-  c.checkpoint.max_to_keep = 2
-  c.checkpoint.async_save = False  # an async save's host copy was the peak that the OOM killer met
+  c.checkpoint.max_to_keep = 3  # steps 5, 10, 15: each evaluated for the chart (docs/rlhf.md)
+  c.checkpoint.async_save = False  # an async save's host copy is the run's memory peak
   c.log.samples_every_steps = 2

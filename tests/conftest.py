@@ -33,3 +33,26 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f"{SHARED_DATA} not found")
   return SHARED_DATA
+
+
+# Work goes to the two xdist workers test by test (`--dist loadgroup`, pytest.ini), slowest files
+# first (`pytest --durations`), so that the long subprocess and compile tests start at once and
+# the short ones fill in around them: both workers finish together.
+SLOW_FIRST = ("train/test_multihost.py", "train/test_cli.py", "test_gpu_check.py", "rl/test_step.py",
+              "test_plan.py", "models/test_gguf.py", "rl/test_packing.py", "train/test_trainer.py",
+              "eval/test_records.py", "train/test_memory_check.py", "eval/test_evaluate_cli.py",
+              "models/test_io.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  """A file with module-scoped fixtures runs on one worker (its fixtures built once); the slowest
+  files' tests come first."""
+  for item in items:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = [] if info is None else [d for ds in info.name2fixturedefs.values() for d in ds]
+    if any(d.scope in ("module", "package", "session") and d.baseid for d in defs):
+      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+  rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+  tests_dir = pathlib.Path(__file__).parent
+  items.sort(key=lambda it: rank.get(pathlib.Path(it.fspath).relative_to(tests_dir).as_posix(), len(rank)))
