@@ -53,6 +53,5 @@ def pytest_collection_modifyitems(config, items):
     defs = [] if info is None else [d for ds in info.name2fixturedefs.values() for d in ds]
     if any(d.scope in ("module", "package", "session") and d.baseid for d in defs):
       item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-  rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-  tests_dir = pathlib.Path(__file__).parent
-  items.sort(key=lambda it: rank.get(pathlib.Path(it.fspath).relative_to(tests_dir).as_posix(), len(rank)))
+  rank = {str(pathlib.Path(__file__).parent / name): i for i, name in enumerate(SLOW_FIRST)}
+  items.sort(key=lambda it: rank.get(str(it.path), len(rank)))
