@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import time
 from collections.abc import Mapping
 
@@ -16,6 +17,11 @@ import numpy as np
 from etils import epath
 
 log = logging.getLogger(__name__)
+
+
+def peak_host_gib() -> float:
+  """This process's peak resident memory so far (`system/peak_host_gib`)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
 def _jsonable(v):

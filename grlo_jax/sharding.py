@@ -128,6 +128,17 @@ def batch_sharding(mesh: Mesh, shape: Sequence[int]) -> NamedSharding:
   return named(mesh, ("batch",) + (None,) * (len(shape) - 1), shape)
 
 
+def global_batch(host_batch: Mapping[str, Any], mesh: Mesh, keys: Sequence[str]) -> dict[str, jax.Array]:
+  """This process's rows of `keys` -> global arrays over the data axes (every process passes
+  its own rows of each global batch)."""
+  out = {}
+  for k in keys:
+    local = host_batch[k]
+    shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
+    out[k] = jax.make_array_from_process_local_data(batch_sharding(mesh, shape), local, shape)
+  return out
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import resource
 import signal
 import time
 from collections.abc import Callable
@@ -190,21 +189,6 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._old)
 
 
-def _peak_host_gib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
-
-
-def _global_batch(host_batch: dict, mesh) -> dict:
-  """This process's rows -> global arrays sharded over the data axes (DEVICE_KEYS only)."""
-  out = {}
-  for k in data.DEVICE_KEYS:
-    local = host_batch[k]
-    global_shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
-    out[k] = jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, global_shape), local,
-                                                    global_shape)
-  return out
-
-
 def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: RewardFn | None = None,
           ) -> state_lib.TrainState:
   """Runs (or resumes) the config's training in `workdir`; returns the final train state.
@@ -291,7 +275,7 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
           log.info("process %d/%d: first batch, prompts %s", jax.process_index(), jax.process_count(),
                    host_batch["index_b"].tolist())
         t0 = time.perf_counter()
-        st, m = step_fn(st, _global_batch(host_batch, mesh), rng)
+        st, m = step_fn(st, sharding.global_batch(host_batch, mesh, data.DEVICE_KEYS), rng)
         m = jax.device_get(m)
         seconds = time.perf_counter() - t0
         step += 1
@@ -305,7 +289,7 @@ def train(c: ml_collections.ConfigDict, workdir: epath.PathLike, *, reward_fn: R
                    c.log.get("peak_tflops", 0.0))
         m |= {"throughput/tokens_per_s": float(m["tokens/total"]) / seconds, "time/step_s": seconds,
               "train/epoch": (step - 1) // per_epoch, "data/skipped_records": num_bad,
-              "data/filtered_prompts": prompts.num_dropped, "system/peak_host_gib": _peak_host_gib()}
+              "data/filtered_prompts": prompts.num_dropped, "system/peak_host_gib": metrics.peak_host_gib()}
         writer.scalars(step, m)
         if step % c.log.every_steps == 0 or step == total_steps:
           log.info(progress.line(step, seconds, float(m["tokens/total"]), float(m["reward/mean"])))

@@ -10,11 +10,12 @@ reward model's parameters (score head included) and `meta` its model config, so
 
 from __future__ import annotations
 
+import functools
 import logging
-import resource
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
@@ -92,22 +93,14 @@ def load_model(c: ml_collections.ConfigDict, mesh) -> models.Transformer:
   return models.init_model(cfg, seed=c.seed, mesh=mesh)
 
 
-def evaluate(eval_fn, params, batches: list[dict], mesh) -> dict[str, float]:
-  """Mean pair metrics over every held-out pair."""
-  total = None
-  for b in batches:
-    sums = jax.device_get(eval_fn(params, _device_batch(b, mesh)))
-    total = sums if total is None else {k: total[k] + sums[k] for k in total}
+def evaluate(eval_fn, params, batches: list[dict]) -> dict[str, float]:
+  """Mean pair metrics over every held-out pair (`batches` on device); one transfer to the host."""
+  total = functools.reduce(lambda a, b: jax.tree.map(jnp.add, a, b), (eval_fn(params, b) for b in batches))
   return {k: float(v) for k, v in jax.device_get(loss_lib.means(total)).items()}
 
 
 def _device_batch(host: dict, mesh) -> dict:
-  out = {}
-  for k in preferences.DEVICE_KEYS:
-    local = host[k]
-    shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
-    out[k] = jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, shape), local, shape)
-  return out
+  return sharding.global_batch(host, mesh, preferences.DEVICE_KEYS)
 
 
 def train_rm(c: ml_collections.ConfigDict, workdir: epath.PathLike) -> state_lib.TrainState:
@@ -143,7 +136,9 @@ def train_rm(c: ml_collections.ConfigDict, workdir: epath.PathLike) -> state_lib
   buckets = tuple(c.data.length_buckets)
   iterator = preferences.make_pair_iterator(train, batch_size=c.data.batch_size, seed=c.seed,
                                             num_epochs=c.data.num_epochs, length_buckets=buckets)
-  eval_batches = preferences.eval_batches(held, c.data.eval_batch_size, buckets) if held and held.pairs else []
+  # Held-out pairs go to the devices once, not at every evaluation.
+  eval_batches = [_device_batch(b, mesh) for b in preferences.eval_batches(held, c.data.eval_batch_size, buckets)
+                  ] if held and held.pairs else []
 
   with jax.set_mesh(mesh):
     model = load_model(c, mesh)
@@ -177,12 +172,12 @@ def train_rm(c: ml_collections.ConfigDict, workdir: epath.PathLike) -> state_lib
         tokens = float(np.asarray(batch["chosen_mask_bt"]).sum() + np.asarray(batch["rejected_mask_bt"]).sum())
         m |= {"time/step_s": seconds, "throughput/tokens_per_s": tokens / seconds,
               "train/epoch": (step - 1) // per_epoch, "data/skipped_records": train.num_skipped,
-              "system/peak_host_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+              "system/peak_host_gib": metrics.peak_host_gib()}
         if eval_batches and (step % c.eval_every_steps == 0 or step == total_steps):
           if eval_fn is None:
             eval_fn = step_lib.jit_eval(step_lib.make_eval_fn(graphdef, c.loss.use_margin), mesh, st.actor,
-                                        _device_batch(eval_batches[0], mesh))
-          ev = evaluate(eval_fn, st.actor, eval_batches, mesh)
+                                        eval_batches[0])
+          ev = evaluate(eval_fn, st.actor, eval_batches)
           m |= {f"eval/{k}": v for k, v in ev.items()}
           log.info("step %d: held-out pair accuracy %.4f (loss %.4f, margin %+.3f, %d pairs)", step,
                    ev["pair_accuracy"], ev["loss"], ev["margin"], len(held.pairs))
