@@ -49,7 +49,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.use_margin = False  # True: -log sigmoid(r_c - r_r - margin) with each record's "margin"
 
+  # lr_scheduler_type: "constant" after the warm-up, or "cosine" down to min_lr_ratio * lr at the last step.
   c.optim = ml_collections.ConfigDict(dict(lr=2e-6, weight_decay=0.0, grad_clip=1.0, warmup_steps=0,
+                                           lr_scheduler_type="constant", min_lr_ratio=0.0,
                                            betas=(0.9, 0.999)))
 
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, dcn_data=1))

@@ -7,7 +7,9 @@ r"""Preference pairs from a model's own samples, ranked by the math verifier, to
 grlo_jax/data/arithmetic.py; the same train/test split) or any prompt records with a ground truth
 (`arithmetic:...`, GRLO .jsonl / .parquet). Each prompt is sampled `--num_samples` times, each
 sample graded by the math verifier, and each prompt with a correct and a wrong sample gives up to
-`--max_pairs_per_prompt` pairs, correct over wrong, the wrong kinds mixed (grlo_jax/rm/pairs.py).
+`--max_pairs_per_prompt` pairs, correct over wrong, the wrong kinds mixed (grlo_jax/rm/pairs.py);
+`--edited_pairs_per_prompt=K` adds up to K minimal pairs a prompt (a sample against itself with
+its final answer corrected or perturbed), also from prompts with no correct sample.
 Writes OUTPUT (`{"prompt", "chosen", "rejected", "extra_info"}` a line) and OUTPUT.stats.json
 (counts by kind, time). The records go in as they are, so the reward model learns from the
 policy's own distribution.
@@ -41,6 +43,9 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.7, "Sampling temperature.")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 48, "Tokens per sample at most.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 48, "Rows (prompt x sample) per sampler call.", lower_bound=1)
 _MAX_PAIRS = flags.DEFINE_integer("max_pairs_per_prompt", 2, "Pairs a prompt gives at most.", lower_bound=1)
+_EDITED = flags.DEFINE_integer("edited_pairs_per_prompt", 0, "Minimal pairs a prompt adds at most: a sample "
+                               "against itself with only its answer corrected or perturbed (grlo_jax/rm/pairs.py).",
+                               lower_bound=0)
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
@@ -76,6 +81,14 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"{_RECORDS.value}: pairs are written with a single-user-turn prompt string")
   pairs, counts = pairs_lib.mine_pairs(user_text, graded, [it.id for it in items],
                                        max_pairs_per_prompt=_MAX_PAIRS.value)
+  if _EDITED.value:
+    def grader(truth):
+      return lambda t: (a := math_verifier.extract_answer(t)) is not None and math_verifier.answers_match(a, truth)
+    edited, edit_counts = pairs_lib.edit_pairs(
+        user_text, graded, [it.id for it in items], [it.answer for it in items],
+        [grader(it.answer) for it in items], per_prompt=_EDITED.value, seed=_SEED.value)
+    pairs += edited
+    counts = counts | edit_counts | {"pairs": len(pairs)}
   out = pathlib.Path(_OUTPUT.value)
   out.parent.mkdir(parents=True, exist_ok=True)
   with open(out, "w", encoding="utf-8") as f:
@@ -83,7 +96,8 @@ def main(argv: Sequence[str]) -> None:
       f.write(json.dumps(p) + "\n")
   stats = {"records": _RECORDS.value, "model": _MODEL.value, "prompts": len(items),
            "num_samples": _NUM_SAMPLES.value, "temperature": _TEMPERATURE.value,
-           "max_new_tokens": _MAX_NEW_TOKENS.value, "seed": _SEED.value, "sample_seconds": round(sample_s, 1),
+           "max_new_tokens": _MAX_NEW_TOKENS.value, "max_pairs_per_prompt": _MAX_PAIRS.value,
+           "edited_pairs_per_prompt": _EDITED.value, "seed": _SEED.value, "sample_seconds": round(sample_s, 1),
            **counts}
   out.with_name(out.name + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
   log.info("%s", json.dumps(stats))

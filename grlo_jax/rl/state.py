@@ -25,11 +25,15 @@ class TrainState:
 
 
 def make_optimizer(lr: float, weight_decay: float = 0.01, grad_clip: float = 1.0, warmup_steps: int = 0,
-                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
-  """AdamW with global-norm clipping and a constant rate after an optional linear warm-up (verl's)."""
-  schedule = (optax.constant_schedule(lr) if warmup_steps <= 0 else
-              optax.join_schedules([optax.linear_schedule(0.0, lr, warmup_steps), optax.constant_schedule(lr)],
-                                   [warmup_steps]))
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, decay_steps: int = 0,
+                   min_lr_ratio: float = 0.0) -> optax.GradientTransformation:
+  """AdamW with global-norm clipping, an optional linear warm-up, then a constant rate (verl's
+  default) or, with `decay_steps` > 0, a cosine decay to `min_lr_ratio * lr` over the steps after
+  the warm-up (verl's `lr_scheduler_type="cosine"`)."""
+  after = (optax.constant_schedule(lr) if decay_steps <= 0 else
+           optax.cosine_decay_schedule(lr, max(decay_steps - warmup_steps, 1), alpha=min_lr_ratio))
+  schedule = (after if warmup_steps <= 0 else
+              optax.join_schedules([optax.linear_schedule(0.0, lr, warmup_steps), after], [warmup_steps]))
   parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
   return optax.chain(*parts, optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
 

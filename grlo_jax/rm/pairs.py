@@ -8,12 +8,20 @@ one): one pair per wrong kind found, each prompt contributing at most `max_pairs
 so the kinds mix as they occur in the model's outputs. Prompts with no correct sample or no
 wrong one make no pair (counted). Records are `{"prompt", "chosen", "rejected", "extra_info"}`
 with strings: the common preference layout that `data.preferences` reads.
+
+`edit_pairs` adds minimal pairs, each one of the model's samples against itself with only its
+final answer changed (the edit re-graded by the verifier): "corrected" (a wrong sample with the
+truth put in its answer's place, over the sample as it was) and "perturbed" (a correct sample over
+itself with a nearby wrong number). They come from every prompt with an answer to edit, also the
+~3 in 4 where no sample is correct, and the two sides differ only where the verifier looks.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import random
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,3 +92,57 @@ def grade_samples(texts: Sequence[Sequence[str]], truncated: Sequence[Sequence[b
       row.append(Sample(text=t, truncated=bool(tr), answer=a, correct=a is not None and matches(a, truth)))
     out.append(row)
   return out
+
+
+def replace_answer(text: str, answer: str, new: str) -> str | None:
+  """`text` with the last standalone occurrence of `answer` replaced by `new`; None if absent."""
+  # Standalone: not inside a longer number ("48" in "148" or "4.48"), a sentence's full stop allowed.
+  found = list(re.finditer(rf"(?<!\d)(?<!\d\.){re.escape(answer)}(?!\.?\d)", text))
+  if not found:
+    return None
+  m = found[-1]
+  return text[:m.start()] + new + text[m.end():]
+
+
+def nearby_wrong(truth: str, rng: random.Random) -> str | None:
+  """A wrong number a slip would give (off by 1, 2 or 10, or two digits swapped); None if not an int."""
+  if not re.fullmatch(r"\d+", truth):
+    return None
+  n = int(truth)
+  options = {n + d for d in (-10, -2, -1, 1, 2, 10)} | ({int(truth[::-1])} if len(truth) > 1 else set())
+  options = sorted(o for o in options if o >= 0 and o != n)
+  return str(rng.choice(options))
+
+
+def edit_pairs(prompts: Sequence[str], samples: Sequence[Sequence[Sample]], ids: Sequence[str],
+               truths: Sequence[str], is_correct: Callable[[str], bool] | Sequence[Callable[[str], bool]],
+               *, per_prompt: int, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, int]]:
+  """Up to `per_prompt` minimal pairs a prompt ("corrected" and "perturbed", alternating where both
+  exist); `is_correct[i](text)` re-grades prompt i's edits, and an edit it does not grade as meant
+  is dropped (counted)."""
+  out, counts = [], collections.Counter()
+  checks = is_correct if isinstance(is_correct, Sequence) else [is_correct] * len(prompts)
+  for i, (prompt, ss, pid, truth) in enumerate(zip(prompts, samples, ids, truths)):
+    rng = random.Random(f"{seed}:{pid}")
+    unique = list({s.text: s for s in ss if s.answer and s.answer.strip()}.values())
+    corrected = [s for s in unique if not s.correct]
+    perturbed = [s for s in unique if s.correct]
+    queue = [x for pair in zip(perturbed, corrected) for x in pair]
+    queue += perturbed[len(corrected):] + corrected[len(perturbed):]
+    made = 0
+    for s in queue:
+      if made >= per_prompt:
+        break
+      new = truth if not s.correct else nearby_wrong(truth, rng)
+      edited = None if new is None else replace_answer(s.text, s.answer, new)
+      if edited is None or edited == s.text or checks[i](edited) == s.correct:
+        counts["edits_dropped"] += 1
+        continue
+      chosen, rejected = (s.text, edited) if s.correct else (edited, s.text)
+      edit = "perturbed" if s.correct else "corrected"
+      out.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
+                  "extra_info": {"id": pid, "edit": edit, "rejected_kind": "truncated" if s.truncated else
+                                 "wrong_answer", "rejected_answer": s.answer if not s.correct else new}})
+      counts[f"pairs_{edit}"] += 1
+      made += 1
+  return out, dict(counts)

@@ -44,6 +44,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     bad.append(f"total_steps={c.total_steps}: must be >= 0 (0 = data.num_epochs passes)")
   if c.optim.lr < 0:
     bad.append(f"optim.lr={c.optim.lr}: must be >= 0")
+  if c.optim.lr_scheduler_type not in ("constant", "cosine"):
+    bad.append(f"optim.lr_scheduler_type={c.optim.lr_scheduler_type!r}: must be 'constant' or 'cosine'")
+  if not 0 <= c.optim.min_lr_ratio <= 1:
+    bad.append(f"optim.min_lr_ratio={c.optim.min_lr_ratio}: must be in [0, 1]")
   if c.grad_accum_steps >= 1 and c.data.batch_size % c.grad_accum_steps:
     bad.append(f"data.batch_size={c.data.batch_size} is not a multiple of grad_accum_steps={c.grad_accum_steps}")
   if not c.model.base_path and c.model.base_arch not in models.PRESETS:
@@ -70,10 +74,13 @@ def _model_config(c: ml_collections.ConfigDict) -> models.ModelConfig:
   return (cfg or models.preset(c.model.base_arch)).replace(**dtypes)
 
 
-def _optimizer(c: ml_collections.ConfigDict):
+def _optimizer(c: ml_collections.ConfigDict, total_steps: int = 0):
+  """AdamW; with `optim.lr_scheduler_type="cosine"` the rate decays over the run's `total_steps`."""
   o = c.optim
+  decay = total_steps if o.lr_scheduler_type == "cosine" else 0
   return state_lib.make_optimizer(o.lr, weight_decay=o.weight_decay, grad_clip=o.grad_clip,
-                                  warmup_steps=o.warmup_steps, b1=o.betas[0], b2=o.betas[1])
+                                  warmup_steps=o.warmup_steps, b1=o.betas[0], b2=o.betas[1],
+                                  decay_steps=decay, min_lr_ratio=o.min_lr_ratio)
 
 
 def state_shapes(c: ml_collections.ConfigDict) -> state_lib.TrainState:
@@ -144,7 +151,7 @@ def train_rm(c: ml_collections.ConfigDict, workdir: epath.PathLike) -> state_lib
     model = load_model(c, mesh)
     graphdef, params = nnx.split(model)
     del model
-    tx = _optimizer(c)
+    tx = _optimizer(c, total_steps)
     st = state_lib.place(state_lib.init_state(params, tx), mesh)
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=c.checkpoint.max_to_keep,
                                          async_save=c.checkpoint.async_save)

@@ -26,3 +26,53 @@ def test_mine_pairs_correct_over_each_wrong_kind():
   assert all(r["chosen"] in ("so 5", "1 + 4 = 5. The answer is") for r in recs)
   parsed = [preferences.parse_pair(r, index=i, where=f"x:{i}") for i, r in enumerate(recs)]  # readable as written
   assert parsed[0].chosen[0] == {"role": "user", "content": "q0"}
+
+
+def _last_number(text):
+  return next((w for w in reversed(text.replace(".", " ").replace("{", " ").replace("}", " ").split())
+               if w.isdigit()), None)
+
+
+def test_edit_pairs_change_only_the_answer_and_regrade():
+  texts = [["1 + 4 = 5.", "1 + 4 = 6, so \\boxed{6}", "no idea"], ["2 + 2 = 5", "2 + 2 = 3 I guess", "2 + 2 = 5"],
+           ["so 12 and 12"]]
+  trunc = [[False, False, False], [False, True, False], [False]]
+  truths = ["5", "4", "24"]
+  graded = pairs_lib.grade_samples(texts, trunc, truths, _last_number, lambda a, g: a == g)
+  regrade = [lambda t, g=g: _last_number(t) == g for g in truths]
+  recs, counts = pairs_lib.edit_pairs(["q0", "q1", "q2"], graded, ["a", "b", "c"], truths, regrade, per_prompt=4)
+  by_id = {}
+  for r in recs:
+    by_id.setdefault(r["extra_info"]["id"], []).append(r)
+  # q0: its correct sample perturbed, its wrong one corrected (the boxed answer, the last "6"); "no idea" has no answer.
+  assert [r["extra_info"]["edit"] for r in by_id["a"]] == ["perturbed", "corrected"]
+  assert by_id["a"][0]["chosen"] == "1 + 4 = 5." and by_id["a"][0]["rejected"] != "1 + 4 = 5."
+  assert by_id["a"][0]["rejected"].startswith("1 + 4 = ") and _last_number(by_id["a"][0]["rejected"]) != "5"
+  assert by_id["a"][1] == {"prompt": "q0", "chosen": "1 + 4 = 6, so \\boxed{5}", "rejected": "1 + 4 = 6, so \\boxed{6}",
+                           "extra_info": {"id": "a", "edit": "corrected", "rejected_kind": "wrong_answer",
+                                          "rejected_answer": "6"}}
+  # q1: no correct sample, so corrected pairs only; the duplicate text gives one pair; truncation kept as the kind.
+  assert sorted(r["chosen"] for r in by_id["b"]) == ["2 + 2 = 4", "2 + 2 = 4 I guess"]
+  assert {r["extra_info"]["rejected_kind"] for r in by_id["b"]} == {"wrong_answer", "truncated"}
+  # q2: "12" occurs twice; only the last (the answer) is replaced.
+  assert [r["chosen"] for r in by_id["c"]] == ["so 12 and 24"]
+  assert counts == {"pairs_perturbed": 1, "pairs_corrected": 4}
+  assert len(pairs_lib.edit_pairs(["q0"], graded[:1], ["a"], truths[:1], regrade[:1], per_prompt=1)[0]) == 1
+
+
+def test_edit_pairs_drop_edits_the_verifier_grades_otherwise():
+  graded = pairs_lib.grade_samples([["it is 7"]], [[False]], ["8"], _last_number, lambda a, g: a == g)
+  recs, counts = pairs_lib.edit_pairs(["q"], graded, ["a"], ["8"], lambda t: False, per_prompt=2)
+  assert recs == [] and counts == {"edits_dropped": 1}
+
+
+def test_nearby_wrong_is_never_the_truth():
+  import random
+  rng = random.Random(0)
+  assert all(pairs_lib.nearby_wrong("10", rng) not in (None, "10") for _ in range(50))
+  assert pairs_lib.nearby_wrong("0", rng) in {"1", "2", "10"} and pairs_lib.nearby_wrong("x+1", rng) is None
+
+
+def test_replace_answer_is_standalone():
+  assert pairs_lib.replace_answer("148 or 48. Then 4.48", "48", "5") == "148 or 5. Then 4.48"
+  assert pairs_lib.replace_answer("no such", "48", "5") is None
