@@ -115,14 +115,13 @@ def nearby_wrong(truth: str, rng: random.Random) -> str | None:
 
 
 def edit_pairs(prompts: Sequence[str], samples: Sequence[Sequence[Sample]], ids: Sequence[str],
-               truths: Sequence[str], is_correct: Callable[[str], bool] | Sequence[Callable[[str], bool]],
+               truths: Sequence[str], is_correct: Sequence[Callable[[str], bool]],
                *, per_prompt: int, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, int]]:
   """Up to `per_prompt` minimal pairs a prompt ("corrected" and "perturbed", alternating where both
   exist); `is_correct[i](text)` re-grades prompt i's edits, and an edit it does not grade as meant
   is dropped (counted)."""
   out, counts = [], collections.Counter()
-  checks = is_correct if isinstance(is_correct, Sequence) else [is_correct] * len(prompts)
-  for i, (prompt, ss, pid, truth) in enumerate(zip(prompts, samples, ids, truths)):
+  for prompt, ss, pid, truth, check in zip(prompts, samples, ids, truths, is_correct):
     rng = random.Random(f"{seed}:{pid}")
     unique = list({s.text: s for s in ss if s.answer and s.answer.strip()}.values())
     corrected = [s for s in unique if not s.correct]
@@ -135,7 +134,7 @@ def edit_pairs(prompts: Sequence[str], samples: Sequence[Sequence[Sample]], ids:
         break
       new = truth if not s.correct else nearby_wrong(truth, rng)
       edited = None if new is None else replace_answer(s.text, s.answer, new)
-      if edited is None or edited == s.text or checks[i](edited) == s.correct:
+      if edited is None or edited == s.text or check(edited) == s.correct:
         counts["edits_dropped"] += 1
         continue
       chosen, rejected = (s.text, edited) if s.correct else (edited, s.text)

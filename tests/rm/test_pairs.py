@@ -62,7 +62,7 @@ def test_edit_pairs_change_only_the_answer_and_regrade():
 
 def test_edit_pairs_drop_edits_the_verifier_grades_otherwise():
   graded = pairs_lib.grade_samples([["it is 7"]], [[False]], ["8"], _last_number, lambda a, g: a == g)
-  recs, counts = pairs_lib.edit_pairs(["q"], graded, ["a"], ["8"], lambda t: False, per_prompt=2)
+  recs, counts = pairs_lib.edit_pairs(["q"], graded, ["a"], ["8"], [lambda t: False], per_prompt=2)
   assert recs == [] and counts == {"edits_dropped": 1}
 
 
