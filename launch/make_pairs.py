@@ -82,11 +82,9 @@ def main(argv: Sequence[str]) -> None:
   pairs, counts = pairs_lib.mine_pairs(user_text, graded, [it.id for it in items],
                                        max_pairs_per_prompt=_MAX_PAIRS.value)
   if _EDITED.value:
-    def grader(truth):
-      return lambda t: (a := math_verifier.extract_answer(t)) is not None and math_verifier.answers_match(a, truth)
     edited, edit_counts = pairs_lib.edit_pairs(
-        user_text, graded, [it.id for it in items], [it.answer for it in items],
-        [grader(it.answer) for it in items], per_prompt=_EDITED.value, seed=_SEED.value)
+        user_text, graded, [it.id for it in items], [it.answer for it in items], math_verifier.extract_answer,
+        math_verifier.answers_match, per_prompt=_EDITED.value, seed=_SEED.value)
     pairs += edited
     counts = counts | edit_counts | {"pairs": len(pairs)}
   out = pathlib.Path(_OUTPUT.value)

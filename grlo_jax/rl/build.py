@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -19,7 +18,7 @@ from grlo_jax import models
 from grlo_jax.rewards.reward_model import RMTemplate
 from grlo_jax.rewards.score import make_reward_fn
 from grlo_jax.rewards.shaping import ShapingConfig
-from grlo_jax.rl.state import TrainState, init_state, make_optimizer
+from grlo_jax.rl.state import TrainState, init_state, optimizer_from_config
 from grlo_jax.rl.step import GraphDefs, Optimizers, RLConfig, jit_train_step, make_train_step
 from grlo_jax.sampling import SamplingParams
 
@@ -63,15 +62,9 @@ def shaping_config(c: ml_collections.ConfigDict) -> ShapingConfig | None:
   return None if s == ShapingConfig() else s
 
 
-def _optimizer(o: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  b1, b2 = o.betas
-  return make_optimizer(o.lr, weight_decay=o.weight_decay, grad_clip=o.grad_clip,
-                        warmup_steps=o.warmup_steps, b1=b1, b2=b2)
-
-
 def optimizers(c: ml_collections.ConfigDict) -> Optimizers:
-  critic = _optimizer(c.critic.optim) if c.algorithm.adv_estimator == "gae" else None
-  return Optimizers(actor=_optimizer(c.actor.optim), critic=critic)
+  critic = optimizer_from_config(c.critic.optim) if c.algorithm.adv_estimator == "gae" else None
+  return Optimizers(actor=optimizer_from_config(c.actor.optim), critic=critic)
 
 
 def has_reward_model(c: ml_collections.ConfigDict) -> bool:

@@ -38,6 +38,14 @@ def make_optimizer(lr: float, weight_decay: float = 0.01, grad_clip: float = 1.0
   return optax.chain(*parts, optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
 
 
+def optimizer_from_config(o, decay_steps: int = 0) -> optax.GradientTransformation:
+  """`make_optimizer` from an `optim` config section (lr, weight_decay, grad_clip, warmup_steps,
+  betas, and `min_lr_ratio` where the section has one); `decay_steps` > 0 decays by cosine."""
+  return make_optimizer(o.lr, weight_decay=o.weight_decay, grad_clip=o.grad_clip, warmup_steps=o.warmup_steps,
+                        b1=o.betas[0], b2=o.betas[1], decay_steps=decay_steps,
+                        min_lr_ratio=o.get("min_lr_ratio", 0.0))
+
+
 def init_state(actor: nnx.State, actor_tx: optax.GradientTransformation, critic: nnx.State | None = None,
                critic_tx: optax.GradientTransformation | None = None, rm: nnx.State | None = None,
                ref: nnx.State | None = None) -> TrainState:

@@ -80,6 +80,10 @@ def mine_pairs(prompts: Sequence[str], samples: Sequence[Sequence[Sample]], ids:
   return out, dict(counts)
 
 
+def _matches(answer: str | None, truth: str, matches: Callable[[str, str], bool]) -> bool:
+  return answer is not None and matches(answer, truth)
+
+
 def grade_samples(texts: Sequence[Sequence[str]], truncated: Sequence[Sequence[bool]], truths: Sequence[str],
                   extract: Callable[[str], str | None], matches: Callable[[str | None, str], bool],
                   ) -> list[list[Sample]]:
@@ -89,7 +93,7 @@ def grade_samples(texts: Sequence[Sequence[str]], truncated: Sequence[Sequence[b
     row = []
     for t, tr in zip(ts, trs):
       a = extract(t)
-      row.append(Sample(text=t, truncated=bool(tr), answer=a, correct=a is not None and matches(a, truth)))
+      row.append(Sample(text=t, truncated=bool(tr), answer=a, correct=_matches(a, truth, matches)))
     out.append(row)
   return out
 
@@ -115,13 +119,13 @@ def nearby_wrong(truth: str, rng: random.Random) -> str | None:
 
 
 def edit_pairs(prompts: Sequence[str], samples: Sequence[Sequence[Sample]], ids: Sequence[str],
-               truths: Sequence[str], is_correct: Sequence[Callable[[str], bool]],
+               truths: Sequence[str], extract: Callable[[str], str | None], matches: Callable[[str, str], bool],
                *, per_prompt: int, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, int]]:
   """Up to `per_prompt` minimal pairs a prompt ("corrected" and "perturbed", alternating where both
-  exist); `is_correct[i](text)` re-grades prompt i's edits, and an edit it does not grade as meant
-  is dropped (counted)."""
+  exist). Each edit is re-graded as `grade_samples` grades, and one not graded as meant is dropped
+  (counted)."""
   out, counts = [], collections.Counter()
-  for prompt, ss, pid, truth, check in zip(prompts, samples, ids, truths, is_correct):
+  for prompt, ss, pid, truth in zip(prompts, samples, ids, truths):
     rng = random.Random(f"{seed}:{pid}")
     unique = list({s.text: s for s in ss if s.answer and s.answer.strip()}.values())
     corrected = [s for s in unique if not s.correct]
@@ -134,7 +138,7 @@ def edit_pairs(prompts: Sequence[str], samples: Sequence[Sequence[Sample]], ids:
         break
       new = truth if not s.correct else nearby_wrong(truth, rng)
       edited = None if new is None else replace_answer(s.text, s.answer, new)
-      if edited is None or edited == s.text or check(edited) == s.correct:
+      if edited is None or edited == s.text or _matches(extract(edited), truth, matches) == s.correct:
         counts["edits_dropped"] += 1
         continue
       chosen, rejected = (s.text, edited) if s.correct else (edited, s.text)

@@ -47,7 +47,8 @@ def pair_scores(graphdef: nnx.GraphDef, params, batch: Batch) -> tuple[jax.Array
 def make_rm_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *, grad_accum_steps: int = 1,
                  use_margin: bool = False) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """`step(state, batch) -> (state, metrics)`: metrics are means over the batch's real pairs
-  (loss, pair_accuracy, margin, score/chosen_mean, score/rejected_mean) and the gradient norm."""
+  (loss, pair_accuracy, margin, score/chosen_mean, score/rejected_mean), the gradient norm, and the
+  batch's pair and real-token counts (`pairs`, `tokens`)."""
 
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     a = grad_accum_steps
@@ -65,7 +66,8 @@ def make_rm_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *, gr
     grads, sums = layout.accumulate(loss_fn, state.actor, micro, total)
     updates, opt = tx.update(grads, state.actor_opt, state.actor)
     params = optax.apply_updates(state.actor, updates)
-    metrics = loss_lib.means(sums) | {"grad_norm": optax.global_norm(grads), "pairs": sums["count"]}
+    tokens = jnp.sum(batch["chosen_mask_bt"]) + jnp.sum(batch["rejected_mask_bt"])  # real tokens, every process's
+    metrics = loss_lib.means(sums) | {"grad_norm": optax.global_norm(grads), "pairs": sums["count"], "tokens": tokens}
     return state.replace(step=state.step + 1, actor=params, actor_opt=opt), metrics
 
   return step

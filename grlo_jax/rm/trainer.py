@@ -17,7 +17,6 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from etils import epath
 from flax import nnx
 
@@ -76,11 +75,7 @@ def _model_config(c: ml_collections.ConfigDict) -> models.ModelConfig:
 
 def _optimizer(c: ml_collections.ConfigDict, total_steps: int = 0):
   """AdamW; with `optim.lr_scheduler_type="cosine"` the rate decays over the run's `total_steps`."""
-  o = c.optim
-  decay = total_steps if o.lr_scheduler_type == "cosine" else 0
-  return state_lib.make_optimizer(o.lr, weight_decay=o.weight_decay, grad_clip=o.grad_clip,
-                                  warmup_steps=o.warmup_steps, b1=o.betas[0], b2=o.betas[1],
-                                  decay_steps=decay, min_lr_ratio=o.min_lr_ratio)
+  return state_lib.optimizer_from_config(c.optim, total_steps if c.optim.lr_scheduler_type == "cosine" else 0)
 
 
 def state_shapes(c: ml_collections.ConfigDict) -> state_lib.TrainState:
@@ -176,7 +171,7 @@ def train_rm(c: ml_collections.ConfigDict, workdir: epath.PathLike) -> state_lib
         m = {k: float(v) for k, v in jax.device_get(m).items()}
         seconds = time.perf_counter() - t0
         step += 1
-        tokens = float(np.asarray(batch["chosen_mask_bt"]).sum() + np.asarray(batch["rejected_mask_bt"]).sum())
+        tokens = m.pop("tokens")
         m |= {"time/step_s": seconds, "throughput/tokens_per_s": tokens / seconds,
               "train/epoch": (step - 1) // per_epoch, "data/skipped_records": train.num_skipped,
               "system/peak_host_gib": metrics.peak_host_gib()}

@@ -38,9 +38,10 @@ def test_edit_pairs_change_only_the_answer_and_regrade():
            ["so 12 and 12"]]
   trunc = [[False, False, False], [False, True, False], [False]]
   truths = ["5", "4", "24"]
-  graded = pairs_lib.grade_samples(texts, trunc, truths, _last_number, lambda a, g: a == g)
-  regrade = [lambda t, g=g: _last_number(t) == g for g in truths]
-  recs, counts = pairs_lib.edit_pairs(["q0", "q1", "q2"], graded, ["a", "b", "c"], truths, regrade, per_prompt=4)
+  same = lambda a, g: a == g  # noqa: E731
+  graded = pairs_lib.grade_samples(texts, trunc, truths, _last_number, same)
+  recs, counts = pairs_lib.edit_pairs(["q0", "q1", "q2"], graded, ["a", "b", "c"], truths, _last_number, same,
+                                      per_prompt=4)
   by_id = {}
   for r in recs:
     by_id.setdefault(r["extra_info"]["id"], []).append(r)
@@ -57,12 +58,12 @@ def test_edit_pairs_change_only_the_answer_and_regrade():
   # q2: "12" occurs twice; only the last (the answer) is replaced.
   assert [r["chosen"] for r in by_id["c"]] == ["so 12 and 24"]
   assert counts == {"pairs_perturbed": 1, "pairs_corrected": 4}
-  assert len(pairs_lib.edit_pairs(["q0"], graded[:1], ["a"], truths[:1], regrade[:1], per_prompt=1)[0]) == 1
+  assert len(pairs_lib.edit_pairs(["q0"], graded[:1], ["a"], truths[:1], _last_number, same, per_prompt=1)[0]) == 1
 
 
 def test_edit_pairs_drop_edits_the_verifier_grades_otherwise():
   graded = pairs_lib.grade_samples([["it is 7"]], [[False]], ["8"], _last_number, lambda a, g: a == g)
-  recs, counts = pairs_lib.edit_pairs(["q"], graded, ["a"], ["8"], [lambda t: False], per_prompt=2)
+  recs, counts = pairs_lib.edit_pairs(["q"], graded, ["a"], ["8"], _last_number, lambda a, g: False, per_prompt=2)
   assert recs == [] and counts == {"edits_dropped": 1}
 
 
