@@ -34,6 +34,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.model.compute_dtype = "bfloat16"
   c.model.remat = True
   c.model.attention = "auto"
+  c.model.frozen_layers = 0  # the embedding and this many bottom blocks stay as loaded (no backward through them)
 
   c.data = ml_collections.ConfigDict()
   c.data.train_files = "/path/to/pairs.jsonl"  # comma-separated .jsonl, or planted:N[:SEED]

@@ -32,23 +32,37 @@ from grlo_jax.rm import loss as loss_lib
 Batch = dict[str, jax.Array]
 
 
-def pair_scores(graphdef: nnx.GraphDef, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+def pair_scores(graphdef: nnx.GraphDef, params, batch: Batch, frozen_layers: int = 0) -> tuple[jax.Array, jax.Array]:
   """(chosen [b], rejected [b]) float32 scores of a batch of right-padded pairs."""
   model = nnx.merge(graphdef, params)
   ids_bt = jnp.concatenate([batch["chosen_ids_bt"], batch["rejected_ids_bt"]], axis=0)
   mask_bt = jnp.concatenate([batch["chosen_mask_bt"], batch["rejected_mask_bt"]], axis=0)
   ids_bt = sharding.constrain(ids_bt, ("batch", None))
   mask_bt = sharding.constrain(mask_bt, ("batch", None))
-  s_b = model(ids_bt, mask_bt)[:, 0].astype(jnp.float32)
+  s_b = model(ids_bt, mask_bt, frozen_layers=frozen_layers)[:, 0].astype(jnp.float32)
   b = batch["chosen_ids_bt"].shape[0]
   return s_b[:b], s_b[b:]
 
 
+def hold_frozen(updates, frozen_layers: int):
+  """`updates` with the embedding's and the bottom `frozen_layers` blocks' set to zero (their
+  gradients already are; decoupled weight decay would still move them)."""
+
+  def hold(path, u):
+    keys = [getattr(k, "key", None) for k in path]
+    if keys[0] == "embed_vd":
+      return jnp.zeros_like(u)
+    return u.at[:frozen_layers].set(0) if keys[0] == "blocks" else u
+
+  return jax.tree_util.tree_map_with_path(hold, updates) if frozen_layers else updates
+
+
 def make_rm_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *, grad_accum_steps: int = 1,
-                 use_margin: bool = False) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                 use_margin: bool = False, frozen_layers: int = 0) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """`step(state, batch) -> (state, metrics)`: metrics are means over the batch's real pairs
   (loss, pair_accuracy, margin, score/chosen_mean, score/rejected_mean), the gradient norm, and the
-  batch's pair and real-token counts (`pairs`, `tokens`)."""
+  batch's pair and real-token counts (`pairs`, `tokens`). `frozen_layers` = k trains only the
+  blocks above the k-th, the final norm and the score head (`Transformer.hidden`)."""
 
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     a = grad_accum_steps
@@ -59,13 +73,13 @@ def make_rm_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *, gr
     micro = jax.tree.map(lambda v: layout.split(v, a), batch)  # [A, B / A, ...], strided as the RL passes
 
     def loss_fn(params, mb, total):
-      c_b, r_b = pair_scores(graphdef, params, mb)
+      c_b, r_b = pair_scores(graphdef, params, mb, frozen_layers)
       sums = loss_lib.pair_metrics(c_b, r_b, mb["weight_b"], mb["margin_b"] if use_margin else None)
       return sums["loss"] / total, sums
 
     grads, sums = layout.accumulate(loss_fn, state.actor, micro, total)
     updates, opt = tx.update(grads, state.actor_opt, state.actor)
-    params = optax.apply_updates(state.actor, updates)
+    params = optax.apply_updates(state.actor, hold_frozen(updates, frozen_layers))
     tokens = jnp.sum(batch["chosen_mask_bt"]) + jnp.sum(batch["rejected_mask_bt"])  # real tokens, every process's
     metrics = loss_lib.means(sums) | {"grad_norm": optax.global_norm(grads), "pairs": sums["count"], "tokens": tokens}
     return state.replace(step=state.step + 1, actor=params, actor_opt=opt), metrics

@@ -51,6 +51,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     bad.append(f"data.batch_size={c.data.batch_size} is not a multiple of grad_accum_steps={c.grad_accum_steps}")
   if not c.model.base_path and c.model.base_arch not in models.PRESETS:
     bad.append(f"model.base_arch={c.model.base_arch!r}: not a preset ({', '.join(sorted(models.PRESETS))})")
+  elif c.model.frozen_layers and not (c.model.base_path and not epath.Path(c.model.base_path).exists()):
+    layers = _model_config(c).num_layers
+    if not 0 <= c.model.frozen_layers <= layers:
+      bad.append(f"model.frozen_layers={c.model.frozen_layers}: must be in [0, {layers}] (the model's blocks)")
   if not c.model.tokenizer and not c.model.base_path:
     bad.append("model.tokenizer='' takes model.base_path's, but model.base_path is empty")
   if c.model.base_path and not epath.Path(c.model.base_path).exists():
@@ -165,7 +169,8 @@ def train_rm(c: ml_collections.ConfigDict, workdir: epath.PathLike) -> state_lib
         batch = _device_batch(next(iterator), mesh)
         if step_fn is None:
           step_fn = step_lib.jit_rm_step(step_lib.make_rm_step(graphdef, tx, grad_accum_steps=c.grad_accum_steps,
-                                                               use_margin=c.loss.use_margin), mesh, st, batch)
+                                                               use_margin=c.loss.use_margin,
+                                                               frozen_layers=c.model.frozen_layers), mesh, st, batch)
         t0 = time.perf_counter()
         st, m = step_fn(st, batch)
         m = {k: float(v) for k, v in jax.device_get(m).items()}

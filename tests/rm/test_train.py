@@ -106,3 +106,40 @@ def test_critic_from_the_rm_starts_at_its_score(runs):
   critic = models.load_pretrained(once, head="value", num_labels=1)  # model.critic_path=RM workdir
   ids_bt = jnp.asarray([[5, 9, 17, 40, 2]])
   np.testing.assert_allclose(critic(ids_bt)[:, -1], rm(ids_bt)[:, 0], rtol=1e-6, atol=1e-6)
+
+
+def test_frozen_layers_train_only_the_top_blocks():
+  """`frozen_layers=k`: the gradient of the blocks above k, the final norm and the score head is the
+  full model's, the embedding's and bottom blocks' is zero, and a step (with weight decay) leaves
+  those as they were, bit for bit."""
+  cfg = models.preset("nano").replace(head="score", num_labels=1, num_layers=3, dtype="float32")
+  graphdef, params = nnx.split(models.init_model(cfg, seed=0))
+  rng = np.random.default_rng(0)
+  ids = jnp.asarray(rng.integers(1, cfg.vocab_size, (4, 12)), jnp.int32)
+  mask = jnp.asarray(np.arange(12)[None] < np.array([12, 9, 7, 12])[:, None])
+  batch = {"chosen_ids_bt": ids[:2], "chosen_mask_bt": mask[:2], "rejected_ids_bt": ids[2:],
+           "rejected_mask_bt": mask[2:], "weight_b": jnp.ones(2), "margin_b": jnp.zeros(2)}
+
+  def loss(p, k):
+    c_b, r_b = step_lib.pair_scores(graphdef, p, batch, k)
+    return -jnp.mean(jax.nn.log_sigmoid(c_b - r_b))
+
+  full, frozen = jax.grad(loss)(params, 0), jax.grad(loss)(params, 2)
+  assert float(loss(params, 2)) == float(loss(params, 0))  # the forward pass is the same
+  for name, g in frozen["blocks"].items():
+    np.testing.assert_allclose(g.value[2:], full["blocks"][name].value[2:], rtol=1e-5, atol=1e-7, err_msg=name)
+    assert not np.any(g.value[:2]), name
+    assert np.any(full["blocks"][name].value[:2]), name
+  assert not np.any(frozen["embed_vd"].value)
+  np.testing.assert_allclose(frozen["score_dc"].value, full["score_dc"].value, rtol=1e-5, atol=1e-7)
+
+  from grlo_jax.rl import state as state_lib
+  tx = state_lib.make_optimizer(1e-2, weight_decay=0.1)
+  st = state_lib.init_state(params, tx)
+  new, _ = step_lib.make_rm_step(graphdef, tx, frozen_layers=2)(st, batch)
+  for name, v in params["blocks"].items():
+    np.testing.assert_array_equal(new.actor["blocks"][name].value[:2], v.value[:2], err_msg=name)
+    assert np.any(new.actor["blocks"][name].value[2:] != v.value[2:]), name
+  np.testing.assert_array_equal(new.actor["embed_vd"].value, params["embed_vd"].value)
+  with pytest.raises(ValueError, match="frozen_layers=4"):
+    step_lib.pair_scores(graphdef, params, batch, 4)
