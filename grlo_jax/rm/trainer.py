@@ -51,7 +51,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     bad.append(f"data.batch_size={c.data.batch_size} is not a multiple of grad_accum_steps={c.grad_accum_steps}")
   if not c.model.base_path and c.model.base_arch not in models.PRESETS:
     bad.append(f"model.base_arch={c.model.base_arch!r}: not a preset ({', '.join(sorted(models.PRESETS))})")
-  elif c.model.frozen_layers and not (c.model.base_path and not epath.Path(c.model.base_path).exists()):
+  elif not c.model.base_path or epath.Path(c.model.base_path).exists():
     layers = _model_config(c).num_layers
     if not 0 <= c.model.frozen_layers <= layers:
       bad.append(f"model.frozen_layers={c.model.frozen_layers}: must be in [0, {layers}] (the model's blocks)")

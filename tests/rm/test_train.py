@@ -143,3 +143,15 @@ def test_frozen_layers_train_only_the_top_blocks():
   np.testing.assert_array_equal(new.actor["embed_vd"].value, params["embed_vd"].value)
   with pytest.raises(ValueError, match="frozen_layers=4"):
     step_lib.pair_scores(graphdef, params, batch, 4)
+
+
+def test_bad_config_keys_are_named_at_once():
+  c = _config(4)
+  c.model.frozen_layers = 3  # the tiny preset's model has 2 blocks
+  c.optim.lr_scheduler_type = "linear"
+  with pytest.raises(ValueError) as e:
+    trainer.validate(c)
+  assert "model.frozen_layers=3: must be in [0, 2]" in str(e.value)
+  assert "optim.lr_scheduler_type='linear'" in str(e.value)
+  c.model.frozen_layers, c.optim.lr_scheduler_type = 2, "constant"
+  trainer.validate(c)
