@@ -12,7 +12,11 @@ sample graded by the math verifier, and each prompt with a correct and a wrong s
 its final answer corrected or perturbed), also from prompts with no correct sample.
 Writes OUTPUT (`{"prompt", "chosen", "rejected", "extra_info"}` a line) and OUTPUT.stats.json
 (counts by kind, time). The records go in as they are, so the reward model learns from the
-policy's own distribution.
+policy's own distribution. `--samples_output=S.jsonl` keeps the samples; `--samples_input=S.jsonl`
+mines them again (another `--max_pairs_per_prompt`, edits, verifier) without sampling:
+
+  python launch/make_pairs.py --samples_input=pairs/train.samples.jsonl --output=pairs/train_e1.jsonl \
+      --max_pairs_per_prompt=4 --edited_pairs_per_prompt=1
 """
 
 import json
@@ -33,10 +37,9 @@ from grlo_jax.rm import pairs as pairs_lib
 
 log = logging.getLogger("grlo_jax.make_pairs")
 
-_MODEL = flags.DEFINE_string("model", None, "Model to sample from (HF / GGUF / Orbax folder, training workdir).",
-                             required=True)
+_MODEL = flags.DEFINE_string("model", None, "Model to sample from (HF / GGUF / Orbax folder, training workdir).")
 _RECORDS = flags.DEFINE_string("records", None, "arithmetic-pairs:SPLIT[:N[:SEED]], or prompt records "
-                               "with reward_model.ground_truth.", required=True)
+                               "with reward_model.ground_truth.")
 _OUTPUT = flags.DEFINE_string("output", None, "JSONL of pairs to write.", required=True)
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 6, "Samples per prompt.", lower_bound=2)
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.7, "Sampling temperature.")
@@ -46,14 +49,17 @@ _MAX_PAIRS = flags.DEFINE_integer("max_pairs_per_prompt", 2, "Pairs a prompt giv
 _EDITED = flags.DEFINE_integer("edited_pairs_per_prompt", 0, "Minimal pairs a prompt adds at most: a sample "
                                "against itself with only its answer corrected or perturbed (grlo_jax/rm/pairs.py).",
                                lower_bound=0)
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (and the edits').")
+_SAMPLES_OUTPUT = flags.DEFINE_string("samples_output", None, "Also write every prompt's samples here (JSONL), "
+                                      "to mine again with --samples_input.")
+_SAMPLES_INPUT = flags.DEFINE_string("samples_input", None, "Mine the samples of a --samples_output file "
+                                     "instead of sampling (no --model, --records).")
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  console.setup(flags.FLAGS.verbosity)
-  from grlo_jax.rewards.verifiers import math as math_verifier  # lazy: math-verify is heavy
+def _sample() -> tuple[list[str], list[list[str]], list[list[bool]], list[str], list[str], float]:
+  """(user prompts, samples, truncated flags, truths, ids, seconds) of `--records` from `--model`."""
+  if not (_MODEL.value and _RECORDS.value):
+    raise app.UsageError("--model and --records are required (or --samples_input to mine saved samples)")
   spec = _RECORDS.value
   if arithmetic.is_pairs_spec(spec):
     spec = arithmetic.PREFIX + spec[len(arithmetic.PAIRS_PREFIX):]
@@ -62,6 +68,8 @@ def main(argv: Sequence[str]) -> None:
     items = records_lib.records_to_items(records, spec)
   except (ValueError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from None
+  if any(len([m for m in it.messages if m["role"] != "system"]) != 1 for it in items):
+    raise app.UsageError(f"{_RECORDS.value}: pairs are written with a single-user-turn prompt string")
   t0 = time.perf_counter()
   model = models.load_pretrained(_MODEL.value, dtype="float32" if jax.default_backend() == "cpu" else "bfloat16")
   tok = data.load_tokenizer(checkpoint_lib.tokenizer_folder(_MODEL.value) or _MODEL.value)
@@ -69,22 +77,37 @@ def main(argv: Sequence[str]) -> None:
       model, tok, items, max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value,
       num_samples=_NUM_SAMPLES.value, batch_size=_BATCH_SIZE.value, chat=True, seed=_SEED.value,
       min_prompt_bucket=64)
-  sample_s = time.perf_counter() - t0
+  seconds = time.perf_counter() - t0
   # A completion as long as the limit was cut there (its stop token, if any, is not in the text).
   truncated = [[len(tok(t, add_special_tokens=False)["input_ids"]) >= _MAX_NEW_TOKENS.value for t in ts]
                for ts in texts]
-  graded = pairs_lib.grade_samples(
-      texts, truncated, [it.answer for it in items], math_verifier.extract_answer,
-      lambda a, truth: math_verifier.answers_match(a, truth))
   user_text = [next(m["content"] for m in it.messages if m["role"] == "user") for it in items]
-  if any(len([m for m in it.messages if m["role"] != "system"]) != 1 for it in items):
-    raise app.UsageError(f"{_RECORDS.value}: pairs are written with a single-user-turn prompt string")
-  pairs, counts = pairs_lib.mine_pairs(user_text, graded, [it.id for it in items],
-                                       max_pairs_per_prompt=_MAX_PAIRS.value)
+  return user_text, texts, truncated, [it.answer for it in items], [it.id for it in items], seconds
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  console.setup(flags.FLAGS.verbosity)
+  from grlo_jax.rewards.verifiers import math as math_verifier  # lazy: math-verify is heavy
+  if _SAMPLES_INPUT.value:
+    try:
+      user_text, texts, truncated, truths, ids = pairs_lib.read_samples(_SAMPLES_INPUT.value)
+    except (ValueError, FileNotFoundError) as e:
+      raise app.UsageError(str(e)) from None
+    sample_s = 0.0
+  else:
+    user_text, texts, truncated, truths, ids, sample_s = _sample()
+    if _SAMPLES_OUTPUT.value:
+      pairs_lib.write_samples(_SAMPLES_OUTPUT.value, user_text, texts, truncated, truths, ids)
+      log.info("wrote the %d prompts' samples to %s", len(ids), _SAMPLES_OUTPUT.value)
+  graded = pairs_lib.grade_samples(texts, truncated, truths, math_verifier.extract_answer,
+                                   lambda a, truth: math_verifier.answers_match(a, truth))
+  pairs, counts = pairs_lib.mine_pairs(user_text, graded, ids, max_pairs_per_prompt=_MAX_PAIRS.value)
   if _EDITED.value:
     edited, edit_counts = pairs_lib.edit_pairs(
-        user_text, graded, [it.id for it in items], [it.answer for it in items], math_verifier.extract_answer,
-        math_verifier.answers_match, per_prompt=_EDITED.value, seed=_SEED.value)
+        user_text, graded, ids, truths, math_verifier.extract_answer, math_verifier.answers_match,
+        per_prompt=_EDITED.value, seed=_SEED.value)
     pairs += edited
     counts = counts | edit_counts | {"pairs": len(pairs)}
   out = pathlib.Path(_OUTPUT.value)
@@ -92,11 +115,12 @@ def main(argv: Sequence[str]) -> None:
   with open(out, "w", encoding="utf-8") as f:
     for p in pairs:
       f.write(json.dumps(p) + "\n")
-  stats = {"records": _RECORDS.value, "model": _MODEL.value, "prompts": len(items),
-           "num_samples": _NUM_SAMPLES.value, "temperature": _TEMPERATURE.value,
-           "max_new_tokens": _MAX_NEW_TOKENS.value, "max_pairs_per_prompt": _MAX_PAIRS.value,
-           "edited_pairs_per_prompt": _EDITED.value, "seed": _SEED.value, "sample_seconds": round(sample_s, 1),
-           **counts}
+  source = ({"samples_input": _SAMPLES_INPUT.value} if _SAMPLES_INPUT.value else
+            {"records": _RECORDS.value, "model": _MODEL.value, "num_samples": _NUM_SAMPLES.value,
+             "temperature": _TEMPERATURE.value, "max_new_tokens": _MAX_NEW_TOKENS.value,
+             "sample_seconds": round(sample_s, 1)})
+  stats = {**source, "prompts": len(ids), "max_pairs_per_prompt": _MAX_PAIRS.value,
+           "edited_pairs_per_prompt": _EDITED.value, "seed": _SEED.value, **counts}
   out.with_name(out.name + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
   log.info("%s", json.dumps(stats))
   log.info("wrote %d pairs to %s", len(pairs), out)

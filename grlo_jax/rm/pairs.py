@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -149,3 +150,33 @@ def edit_pairs(prompts: Sequence[str], samples: Sequence[Sequence[Sample]], ids:
       counts[f"pairs_{edit}"] += 1
       made += 1
   return out, dict(counts)
+
+
+SAMPLE_KEYS = ("id", "prompt", "answer", "samples", "truncated")
+
+
+def write_samples(path, prompts: Sequence[str], texts: Sequence[Sequence[str]], truncated: Sequence[Sequence[bool]],
+                  truths: Sequence[str], ids: Sequence[str]) -> None:
+  """A prompt's samples a JSONL line (`SAMPLE_KEYS`): what `read_samples` gives back to mine again."""
+  with open(path, "w", encoding="utf-8") as f:
+    for row in zip(ids, prompts, truths, texts, truncated):
+      f.write(json.dumps(dict(zip(SAMPLE_KEYS, row))) + "\n")
+
+
+def read_samples(path) -> tuple[list[str], list[list[str]], list[list[bool]], list[str], list[str]]:
+  """(prompts, texts, truncated, truths, ids) of a `write_samples` file; a bad line is named."""
+  cols = {k: [] for k in SAMPLE_KEYS}
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
+      for k in SAMPLE_KEYS:
+        if k not in row:
+          raise ValueError(f"{path}:{n}: key {k!r} missing (a samples file has {', '.join(SAMPLE_KEYS)})")
+        cols[k].append(row[k])
+      if len(row["samples"]) != len(row["truncated"]):
+        raise ValueError(f"{path}:{n}: key 'truncated' has {len(row['truncated'])} flags for "
+                         f"{len(row['samples'])} samples")
+  return cols["prompt"], cols["samples"], cols["truncated"], cols["answer"], cols["id"]

@@ -47,6 +47,8 @@ def test_extract_answer(completion, want):
     ("2\\sqrt{10}", "\\sqrt{40}"),
     ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
     ("2n-1", "k=2 n-1"),
+    ("2^{10}", "1024"),
+    ("-5", "-5"),
 ])
 def test_equivalent(pred, gold):
   assert mv.answers_match(pred, gold)
@@ -61,6 +63,9 @@ def test_equivalent(pred, gold):
     ("x+1", "x+2"),
     ("", "5"),
     (None, "5"),
+    ("37 + 78", "115"),  # the question restated: SymPy alone would evaluate it to the gold
+    ("6 \\times 7", "42"),
+    ("50-8", "42"),
 ])
 def test_not_equivalent(pred, gold):
   assert not mv.answers_match(pred, gold)

@@ -77,3 +77,35 @@ def test_nearby_wrong_is_never_the_truth():
 def test_replace_answer_is_standalone():
   assert pairs_lib.replace_answer("148 or 48. Then 4.48", "48", "5") == "148 or 5. Then 4.48"
   assert pairs_lib.replace_answer("no such", "48", "5") is None
+
+
+def test_samples_file_mines_again_without_sampling(tmp_path):
+  """`make_pairs --samples_input` on a `write_samples` file writes the pairs that mining the same
+  samples in memory gives; a bad line is named."""
+  import json
+  import pathlib
+  import subprocess
+  import sys
+
+  from grlo_jax.rewards.verifiers import math as mv
+
+  prompts, ids, truths = ["What is 2 + 3?", "What is 4 + 4?"], ["2+3", "4+4"], ["5", "8"]
+  texts = [["2 + 3 = 5", "2 + 3 = 6", "The answer is 2 + 3."], ["4 + 4 = 9", "4 + 4 = 8. So"]]
+  trunc = [[False, False, False], [False, True]]
+  path = tmp_path / "s.jsonl"
+  pairs_lib.write_samples(path, prompts, texts, trunc, truths, ids)
+  assert pairs_lib.read_samples(path) == (prompts, texts, trunc, truths, ids)
+  graded = pairs_lib.grade_samples(texts, trunc, truths, mv.extract_answer, mv.answers_match)
+  want, _ = pairs_lib.mine_pairs(prompts, graded, ids, max_pairs_per_prompt=4)
+  assert len(want) == 3  # 5 over 6 and over the restated question; 8 (truncated) over 9
+  out = tmp_path / "p.jsonl"
+  root = pathlib.Path(__file__).resolve().parents[2]
+  run = subprocess.run([sys.executable, "launch/make_pairs.py", f"--samples_input={path}", f"--output={out}",
+                        "--max_pairs_per_prompt=4"], cwd=root, capture_output=True, text=True, check=False)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert [json.loads(line) for line in out.read_text().splitlines()] == want
+  assert json.loads((tmp_path / "p.jsonl.stats.json").read_text())["samples_input"] == str(path)
+
+  path.write_text(path.read_text() + '{"id": "x", "prompt": "q", "answer": "1", "samples": ["1"]}\n')
+  with pytest.raises(ValueError, match=r"s.jsonl:3: key 'truncated' missing"):
+    pairs_lib.read_samples(path)

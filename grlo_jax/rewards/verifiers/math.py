@@ -3,7 +3,7 @@
 Extraction takes, in order: the last `\\boxed{}` / `\\fbox{}` (balanced braces), the text after
 the last "the answer is" / "final answer:", the last number. Equivalence first compares
 normalised strings and plain numbers (exactly for integer golds, to a relative 1e-4
-otherwise), then falls back to math-verify (SymPy) in a worker process with a hard time limit
+otherwise; a numeric gold is not matched by unevaluated arithmetic such as "37 + 78"), then falls back to math-verify (SymPy) in a worker process with a hard time limit
 (see process_pool.py for why not signals or thread exceptions). All of it is thread-safe.
 """
 
@@ -214,6 +214,9 @@ def _numbers_close(pred: fractions.Fraction, gold: fractions.Fraction, gold_text
   return abs(pred - gold) <= REL_TOL * abs(gold)
 
 
+# Plain arithmetic on numbers ("37 + 78", "6 \\times 7"): the question restated, not its value.
+_UNEVALUATED_RE = re.compile(r"-?\d+(?:\.\d+)?(?:(?:[-+*×]|\\times|\\cdot)-?\d+(?:\.\d+)?)+")
+
 _FUNCTION_MACROS = re.compile(
     r"\\(?:d?frac|sqrt|pi|cdot|times|div|log|ln|lg|exp|sinh?|cosh?|tanh?|cot|sec|csc|arcsin|"
     r"arccos|arctan|infty|pm|mp|le|ge|leq|geq|neq|cup|cap|in|binom|begin|end|pmatrix|bmatrix|"
@@ -260,6 +263,8 @@ def answers_match(pred: str | None, gold: str, timeout_s: float | None = DEFAULT
   p_num, g_num = _as_number(p), _as_number(g)
   if p_num is not None and g_num is not None:
     return _numbers_close(p_num, g_num, g)
+  if g_num is not None and _UNEVALUATED_RE.fullmatch(p.replace(" ", "")):
+    return False  # a number's gold takes the number: SymPy would evaluate "37 + 78" to 115
   if _variables(p) != _variables(g):  # also spares SymPy its slowest hopeless comparisons
     return False
   if timeout_s is None:
