@@ -125,7 +125,7 @@ def test_frozen_layers_train_only_the_top_blocks():
     return -jnp.mean(jax.nn.log_sigmoid(c_b - r_b))
 
   full, frozen = jax.grad(loss)(params, 0), jax.grad(loss)(params, 2)
-  assert float(loss(params, 2)) == float(loss(params, 0))  # the forward pass is the same
+  np.testing.assert_allclose(loss(params, 2), loss(params, 0), rtol=1e-6)  # the forward pass is the same
   for name, g in frozen["blocks"].items():
     np.testing.assert_allclose(g.value[2:], full["blocks"][name].value[2:], rtol=1e-5, atol=1e-7, err_msg=name)
     assert not np.any(g.value[:2]), name
