@@ -3,8 +3,9 @@
 Extraction takes, in order: the last `\\boxed{}` / `\\fbox{}` (balanced braces), the text after
 the last "the answer is" / "final answer:", the last number. Equivalence first compares
 normalised strings and plain numbers (exactly for integer golds, to a relative 1e-4
-otherwise; a numeric gold is not matched by unevaluated arithmetic such as "37 + 78"), then falls back to math-verify (SymPy) in a worker process with a hard time limit
-(see process_pool.py for why not signals or thread exceptions). All of it is thread-safe.
+otherwise; a numeric gold is not matched by unevaluated arithmetic such as "37 + 78"), then
+falls back to math-verify (SymPy) in a worker process with a hard time limit (see
+process_pool.py for why not signals or thread exceptions). All of it is thread-safe.
 """
 
 import fractions
