@@ -58,7 +58,8 @@ def hold_frozen(updates, frozen_layers: int):
 
 
 def make_rm_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *, grad_accum_steps: int = 1,
-                 use_margin: bool = False, frozen_layers: int = 0) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                 use_margin: bool = False,
+                 frozen_layers: int = 0) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """`step(state, batch) -> (state, metrics)`: metrics are means over the batch's real pairs
   (loss, pair_accuracy, margin, score/chosen_mean, score/rejected_mean), the gradient norm, and the
   batch's pair and real-token counts (`pairs`, `tokens`). `frozen_layers` = k trains only the
