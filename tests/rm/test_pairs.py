@@ -83,6 +83,7 @@ def test_samples_file_mines_again_without_sampling(tmp_path):
   """`make_pairs --samples_input` on a `write_samples` file writes the pairs that mining the same
   samples in memory gives; a bad line is named."""
   import json
+  import os
   import pathlib
   import subprocess
   import sys
@@ -101,7 +102,9 @@ def test_samples_file_mines_again_without_sampling(tmp_path):
   out = tmp_path / "p.jsonl"
   root = pathlib.Path(__file__).resolve().parents[2]
   run = subprocess.run([sys.executable, "launch/make_pairs.py", f"--samples_input={path}", f"--output={out}",
-                        "--max_pairs_per_prompt=4"], cwd=root, capture_output=True, text=True, check=False)
+                        "--max_pairs_per_prompt=4"], cwd=root, capture_output=True, text=True, check=False,
+                       env=os.environ | {"PYTHONPATH": str(root)})  # this checkout's grlo_jax
+
   assert run.returncode == 0, run.stderr[-2000:]
   assert [json.loads(line) for line in out.read_text().splitlines()] == want
   assert json.loads((tmp_path / "p.jsonl.stats.json").read_text())["samples_input"] == str(path)
