@@ -95,14 +95,17 @@ def main(argv: Sequence[str]) -> None:
       user_text, texts, truncated, truths, ids = pairs_lib.read_samples(_SAMPLES_INPUT.value)
     except (ValueError, FileNotFoundError) as e:
       raise app.UsageError(str(e)) from None
-    sample_s = 0.0
+    source = {"samples_input": _SAMPLES_INPUT.value}
   else:
     user_text, texts, truncated, truths, ids, sample_s = _sample()
     if _SAMPLES_OUTPUT.value:
       pairs_lib.write_samples(_SAMPLES_OUTPUT.value, user_text, texts, truncated, truths, ids)
       log.info("wrote the %d prompts' samples to %s", len(ids), _SAMPLES_OUTPUT.value)
+    source = {"records": _RECORDS.value, "model": _MODEL.value, "num_samples": _NUM_SAMPLES.value,
+              "temperature": _TEMPERATURE.value, "max_new_tokens": _MAX_NEW_TOKENS.value,
+              "sample_seconds": round(sample_s, 1)}
   graded = pairs_lib.grade_samples(texts, truncated, truths, math_verifier.extract_answer,
-                                   lambda a, truth: math_verifier.answers_match(a, truth))
+                                   math_verifier.answers_match)
   pairs, counts = pairs_lib.mine_pairs(user_text, graded, ids, max_pairs_per_prompt=_MAX_PAIRS.value)
   if _EDITED.value:
     edited, edit_counts = pairs_lib.edit_pairs(
@@ -115,10 +118,6 @@ def main(argv: Sequence[str]) -> None:
   with open(out, "w", encoding="utf-8") as f:
     for p in pairs:
       f.write(json.dumps(p) + "\n")
-  source = ({"samples_input": _SAMPLES_INPUT.value} if _SAMPLES_INPUT.value else
-            {"records": _RECORDS.value, "model": _MODEL.value, "num_samples": _NUM_SAMPLES.value,
-             "temperature": _TEMPERATURE.value, "max_new_tokens": _MAX_NEW_TOKENS.value,
-             "sample_seconds": round(sample_s, 1)})
   stats = {**source, "prompts": len(ids), "max_pairs_per_prompt": _MAX_PAIRS.value,
            "edited_pairs_per_prompt": _EDITED.value, "seed": _SEED.value, **counts}
   out.with_name(out.name + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")

@@ -26,6 +26,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from grlo_jax.data import jsonl
+
 WRONG_KINDS = ("wrong_answer", "no_answer", "truncated")
 
 
@@ -166,17 +168,13 @@ def write_samples(path, prompts: Sequence[str], texts: Sequence[Sequence[str]], 
 def read_samples(path) -> tuple[list[str], list[list[str]], list[list[bool]], list[str], list[str]]:
   """(prompts, texts, truncated, truths, ids) of a `write_samples` file; a bad line is named."""
   cols = {k: [] for k in SAMPLE_KEYS}
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
-      for k in SAMPLE_KEYS:
-        if k not in row:
-          raise ValueError(f"{path}:{n}: key {k!r} missing (a samples file has {', '.join(SAMPLE_KEYS)})")
-        cols[k].append(row[k])
-      if len(row["samples"]) != len(row["truncated"]):
-        raise ValueError(f"{path}:{n}: key 'truncated' has {len(row['truncated'])} flags for "
-                         f"{len(row['samples'])} samples")
+  for where, _, row in jsonl.iter_jsonl(path):
+    missing = [k for k in SAMPLE_KEYS if not isinstance(row, dict) or k not in row]
+    if missing:
+      raise ValueError(f"{where}: key {missing[0]!r} missing (a samples file has {', '.join(SAMPLE_KEYS)})")
+    if len(row["samples"]) != len(row["truncated"]):
+      raise ValueError(f"{where}: key 'truncated' has {len(row['truncated'])} flags for "
+                       f"{len(row['samples'])} samples")
+    for k in SAMPLE_KEYS:
+      cols[k].append(row[k])
   return cols["prompt"], cols["samples"], cols["truncated"], cols["answer"], cols["id"]

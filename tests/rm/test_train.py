@@ -14,6 +14,7 @@ from configs import rm as rm_configs
 from grlo_jax import data, models
 from grlo_jax.data import preferences
 from grlo_jax.rewards import reward_model
+from grlo_jax.rl import state as state_lib
 from grlo_jax.rm import step as step_lib
 from grlo_jax.rm import trainer
 
@@ -133,7 +134,6 @@ def test_frozen_layers_train_only_the_top_blocks():
   assert not np.any(frozen["embed_vd"].value)
   np.testing.assert_allclose(frozen["score_dc"].value, full["score_dc"].value, rtol=1e-5, atol=1e-7)
 
-  from grlo_jax.rl import state as state_lib
   tx = state_lib.make_optimizer(1e-2, weight_decay=0.1)
   st = state_lib.init_state(params, tx)
   new, _ = step_lib.make_rm_step(graphdef, tx, frozen_layers=2)(st, batch)
